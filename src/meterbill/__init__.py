@@ -1,0 +1,1 @@
+"""meterbill: self-hosted billing for SaaS products."""

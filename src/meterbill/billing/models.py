@@ -1,0 +1,54 @@
+"""Subscriptions mirrored from Stripe, and the log of Stripe events received."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from meterbill.db import Base, utcnow
+
+
+class Subscription(Base):
+    """One Stripe subscription of a user, as the newest event about it described it."""
+
+    __tablename__ = "saas_subscriptions"
+    __table_args__ = (Index("ix_saas_subscriptions_user_id_start", "user_id", "start_date"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("saas_users.id", ondelete="CASCADE"))
+    plan: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    start_date: Mapped[datetime] = mapped_column(default=utcnow)
+    end_date: Mapped[datetime | None]
+    current_period_end: Mapped[datetime | None]
+    grace_period_end: Mapped[datetime | None]
+    # `created` of the newest Stripe event folded into this row (see billing.subscriptions).
+    state_event_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BillingEvent(Base):
+    """Every Stripe event received, once; its row is written with the change it causes."""
+
+    __tablename__ = "billing_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stripe_event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    event_type: Mapped[str] = mapped_column(String(128), index=True)
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("saas_users.id", ondelete="SET NULL"), index=True
+    )
+    payload: Mapped[str | None] = mapped_column(Text)
+    # The subscription the event is about, and the subscription as fetched from Stripe when
+    # the event itself does not carry it (checkout.session.completed).
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    snapshot: Mapped[str | None] = mapped_column(Text)
+    stripe_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    outcome: Mapped[str] = mapped_column(String(32), default="applied")
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

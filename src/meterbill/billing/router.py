@@ -1,0 +1,67 @@
+"""HTTP endpoints of billing: the seed's contract, paths and fields unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from meterbill.auth.dependencies import CurrentUser, ServicesDep
+from meterbill.billing import service
+from meterbill.billing.schemas import CheckoutOut, PortalOut, StatusOut, WebhookOut
+from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
+
+router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
+
+
+@router.post("/checkout", response_model=CheckoutOut)
+async def create_checkout(
+    request: Request, user: CurrentUser, services: ServicesDep
+) -> CheckoutOut:
+    """Create a Stripe Checkout session to buy `premium` or `pro`."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = {}
+    plan = body.get("plan") if isinstance(body, dict) else None
+    return await run_in_threadpool(
+        service.start_checkout,
+        services.db,
+        services.settings,
+        services.catalog,
+        services.gateway,
+        user.user_id,
+        user.email,
+        plan if isinstance(plan, str) else "",
+        services.now(),
+    )
+
+
+@router.post("/portal", response_model=PortalOut)
+def create_portal(user: CurrentUser, services: ServicesDep) -> PortalOut:
+    """Create a Stripe customer portal session to manage the subscription."""
+    return PortalOut(portal_url=service.open_portal(services.db, services.gateway, user.user_id))
+
+
+@router.get("/status", response_model=StatusOut)
+def billing_status(user: CurrentUser, services: ServicesDep) -> StatusOut:
+    """The user's subscription; `plan` is the plan in effect now."""
+    return service.subscription_status(services.db, user.user_id, services.now())
+
+
+@router.post("/webhook", response_model=WebhookOut)
+async def stripe_webhook(request: Request, services: ServicesDep) -> WebhookOut:
+    """Receive a Stripe event (signature verified); each event id is applied once."""
+    payload = await request.body()
+    event = parse_stripe_event(services.settings, payload, request.headers.get("stripe-signature"))
+    outcome = await run_in_threadpool(
+        apply_stripe_event,
+        services.db,
+        services.settings,
+        services.catalog,
+        services.gateway,
+        event,
+        services.now(),
+    )
+    return WebhookOut(outcome=outcome)

@@ -1,0 +1,220 @@
+"""A subscription's state, derived from every Stripe event received about it.
+
+Stripe delivers events late, twice and out of order. Rather than patching a row with each
+event as it lands (which lets an old `updated` resurrect a canceled subscription), the row
+is recomputed from all the events recorded for that subscription, sorted by the time
+Stripe created them. Whatever order they arrive in, the result is the state that in-order,
+single delivery would have produced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meterbill.auth.models import User
+from meterbill.billing.models import BillingEvent, Subscription
+from meterbill.billing.stripe_objects import (
+    SubscriptionSnapshot,
+    _timestamp,
+    invoice_period_end,
+    read_subscription,
+)
+from meterbill.config import Catalog
+
+LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
+PAYING_STATUSES = ("active", "trialing")
+SNAPSHOT_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "checkout.session.completed",
+)
+PAYMENT_FAILED = "invoice.payment_failed"
+PAYMENT_SUCCEEDED = ("invoice.payment_succeeded", "invoice.paid")
+
+# Events created in the same second are applied in the order Stripe's lifecycle implies.
+_SAME_SECOND_ORDER = {
+    "customer.subscription.created": 0,
+    "checkout.session.completed": 1,
+    "invoice.payment_failed": 2,
+    "invoice.payment_succeeded": 3,
+    "invoice.paid": 3,
+    "customer.subscription.updated": 4,
+    "customer.subscription.deleted": 5,
+}
+
+
+def effective_plan(subscription: Subscription | None, now: datetime) -> str:
+    """The plan whose limits apply now: a past-due subscription keeps its plan until the
+    grace period ends, then counts as free; anything not paid for counts as free."""
+    if subscription is None:
+        return "free"
+    if subscription.status in PAYING_STATUSES:
+        return subscription.plan
+    if subscription.status == "past_due" and subscription.grace_period_end is not None:
+        return subscription.plan if now < subscription.grace_period_end else "free"
+    return "free"
+
+
+def current_subscription(session: Session, user_id: str) -> Subscription | None:
+    """The user's newest live subscription, or else their newest ended one."""
+    rows = session.scalars(
+        select(Subscription)
+        .where(Subscription.user_id == user_id)
+        .order_by(Subscription.start_date.desc(), Subscription.id.desc())
+    ).all()
+    live = [row for row in rows if row.status in LIVE_STATUSES]
+    return (live or list(rows) or [None])[0]
+
+
+@dataclass(frozen=True)
+class State:
+    plan: str | None = None
+    price_id: str | None = None
+    status: str | None = None
+    customer_id: str | None = None
+    user_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    current_period_end: datetime | None = None
+    grace_period_end: datetime | None = None
+    last_created: int = 0
+
+
+@dataclass(frozen=True)
+class Folded:
+    state: State
+    unknown_prices: tuple[str, ...]
+
+
+def _event_snapshot(event: BillingEvent, body: dict[str, Any]) -> SubscriptionSnapshot | None:
+    if event.snapshot:
+        return read_subscription(json.loads(event.snapshot))
+    if event.event_type.startswith("customer.subscription."):
+        return read_subscription(body)
+    return None
+
+
+def fold_events(events: list[BillingEvent], catalog: Catalog, grace: timedelta) -> Folded:
+    """The state of one subscription after its events, applied in Stripe's creation order."""
+    state = State()
+    unknown: list[str] = []
+    ordered = sorted(
+        events,
+        key=lambda e: (
+            e.stripe_created,
+            _SAME_SECOND_ORDER.get(e.event_type, 9),
+            e.stripe_event_id,
+        ),
+    )
+    for event in ordered:
+        if state.status == "canceled":
+            break  # a canceled subscription never comes back; Stripe makes a new one instead
+        body = json.loads(event.payload or "{}").get("data", {}).get("object", {})
+        at = _timestamp(event.stripe_created)
+        snapshot = _event_snapshot(event, body)
+        if snapshot is not None:
+            state = _apply_snapshot(state, snapshot, event, catalog, unknown, at, grace)
+        elif event.event_type == PAYMENT_FAILED and state.status is not None:
+            failed_at = _timestamp(body.get("created")) or at
+            state = _enter_status(state, "past_due", failed_at, grace)
+        elif event.event_type in PAYMENT_SUCCEEDED and state.status is not None:
+            if state.status in ("past_due", "unpaid", "incomplete"):
+                state = _enter_status(state, "active", at, grace)
+            period_end = invoice_period_end(body)
+            if period_end and (
+                state.current_period_end is None or period_end > state.current_period_end
+            ):
+                state = replace(state, current_period_end=period_end)
+        state = replace(state, last_created=max(state.last_created, event.stripe_created))
+    return Folded(state, tuple(unknown))
+
+
+def _apply_snapshot(
+    state: State,
+    snapshot: SubscriptionSnapshot,
+    event: BillingEvent,
+    catalog: Catalog,
+    unknown: list[str],
+    at: datetime | None,
+    grace: timedelta,
+) -> State:
+    plan = catalog.plan_for_price(snapshot.price_id)
+    if plan is None and snapshot.price_id:
+        unknown.append(snapshot.price_id)
+    status = "canceled" if event.event_type.endswith(".deleted") else snapshot.status
+    state = replace(
+        state,
+        plan=plan.name if plan else "free",
+        price_id=snapshot.price_id,
+        customer_id=snapshot.customer_id or state.customer_id,
+        user_id=snapshot.user_id or state.user_id,
+        started_at=state.started_at or snapshot.started_at or at,
+        current_period_end=snapshot.current_period_end or state.current_period_end,
+    )
+    state = _enter_status(state, status, at, grace)
+    if status == "canceled":
+        state = replace(state, ended_at=snapshot.ended_at or at)
+    return state
+
+
+def _enter_status(state: State, status: str, at: datetime | None, grace: timedelta) -> State:
+    """Move to `status`; a grace period starts when the subscription becomes past due and
+    ends (is cleared) when it leaves that status."""
+    grace_end = state.grace_period_end
+    if status == "past_due" and state.status != "past_due":
+        grace_end = (at + grace) if at else None
+    elif status != "past_due":
+        grace_end = None
+    return replace(state, status=status, grace_period_end=grace_end)
+
+
+def refresh_subscription(
+    session: Session,
+    subscription_id: str,
+    user_id: str,
+    catalog: Catalog,
+    grace: timedelta,
+    now: datetime,
+) -> tuple[Subscription | None, tuple[str, ...]]:
+    """Recompute the row of one subscription from all its recorded events."""
+    events = list(
+        session.scalars(
+            select(BillingEvent).where(BillingEvent.stripe_subscription_id == subscription_id)
+        )
+    )
+    folded = fold_events(events, catalog, grace)
+    state = folded.state
+    if state.status is None or state.plan is None:
+        return None, folded.unknown_prices  # nothing describes the subscription itself yet
+    row = session.scalars(
+        select(Subscription).where(Subscription.stripe_subscription_id == subscription_id)
+    ).one_or_none()
+    if row is None:
+        row = Subscription(stripe_subscription_id=subscription_id, user_id=user_id)
+        session.add(row)
+    row.plan = state.plan
+    row.status = state.status
+    row.stripe_price_id = state.price_id
+    row.stripe_customer_id = state.customer_id
+    row.start_date = state.started_at or row.start_date or _timestamp(state.last_created) or now
+    row.end_date = state.ended_at
+    row.current_period_end = state.current_period_end
+    row.grace_period_end = state.grace_period_end
+    row.state_event_created = state.last_created
+    session.flush()
+    return row, folded.unknown_prices
+
+
+def sync_user_plan(session: Session, user: User, now: datetime) -> str:
+    """Write the user's effective plan on `saas_users.plan` (informational; reads recompute)."""
+    plan = effective_plan(current_subscription(session, user.id), now)
+    if user.plan != plan:
+        user.plan = plan
+    return plan

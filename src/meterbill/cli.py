@@ -1,0 +1,99 @@
+"""The `meterbill` command: serve, migrate, apikey."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+
+from meterbill.config import Settings
+from meterbill.db import Database
+
+app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
+apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
+app.add_typer(apikey_app, name="apikey")
+
+
+def _database(settings: Settings) -> Database:
+    from meterbill.migrate import upgrade
+
+    db = Database(settings.database_url)
+    upgrade(db.engine)
+    return db
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8793,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (migrations are applied first)."""
+    import uvicorn
+
+    settings = Settings()
+    _database(settings).dispose()
+    typer.echo(f"meterbill serving on http://{host}:{port} ({settings.database_url})")
+    uvicorn.run(
+        "meterbill.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest."""
+    from meterbill.migrate import current_revision
+
+    settings = Settings()
+    db = _database(settings)
+    typer.echo(f"database at revision {current_revision(db.engine)}")
+    db.dispose()
+
+
+@apikey_app.command("create")
+def apikey_create(name: str) -> None:
+    """Create an API key; it is printed once and only its hash is kept."""
+    from meterbill.auth.service import create_api_key
+
+    db = _database(Settings())
+    with db.transaction() as session:
+        key = create_api_key(session, name)
+    typer.echo(key)
+    typer.echo(
+        "Keep this key now: meterbill stores only its hash and cannot show it again.", err=True
+    )
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """List API keys (names and prefixes; never the keys)."""
+    from meterbill.auth.models import ApiKey
+
+    db = _database(Settings())
+    with db.reading() as session:
+        keys = session.scalars(select(ApiKey).order_by(ApiKey.id)).all()
+        for key in keys:
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.prefix}\t{key.name}\t{state}\t{key.created_at:%Y-%m-%d %H:%M}")
+    if not keys:
+        typer.echo("no API keys yet: create one with `meterbill apikey create NAME`")
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(prefix: str) -> None:
+    """Revoke the API key with this prefix (the part after `mb_`)."""
+    from meterbill.auth.service import revoke_api_key
+
+    db = _database(Settings())
+    with db.transaction() as session:
+        done = revoke_api_key(session, prefix)
+    if not done:
+        typer.echo(f"no active API key with prefix {prefix}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {prefix}")

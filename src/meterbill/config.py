@@ -1,0 +1,135 @@
+"""Settings (environment and `.env`) and the plan catalog."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///meterbill.db"
+BUILTIN_METRICS = ("api_calls", "tokens")
+PAID_PLANS = ("premium", "pro")
+
+Aggregation = Literal["sum", "count", "max"]
+LimitAction = Literal["block", "allow"]
+
+
+class Settings(BaseSettings):
+    """Everything meterbill reads from its environment, read once and passed down."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="METERBILL_DATABASE_URL")
+
+    stripe_secret_key: str = Field("", alias="STRIPE_SECRET_KEY")
+    stripe_publishable_key: str = Field("", alias="STRIPE_PUBLISHABLE_KEY")
+    stripe_webhook_secret: str = Field("", alias="STRIPE_WEBHOOK_SECRET")
+    stripe_price_premium: str | None = Field(None, alias="STRIPE_PRICE_PREMIUM")
+    stripe_price_pro: str | None = Field(None, alias="STRIPE_PRICE_PRO")
+    stripe_api_base: str = Field("https://api.stripe.com", alias="STRIPE_API_BASE")
+    stripe_timeout_seconds: float = Field(10.0, alias="METERBILL_STRIPE_TIMEOUT", gt=0)
+    stripe_max_retries: int = Field(2, alias="METERBILL_STRIPE_MAX_RETRIES", ge=0)
+    insecure_webhooks: bool = Field(False, alias="METERBILL_INSECURE_WEBHOOKS")
+    app_base_url: str = Field("http://localhost:8793", alias="APP_BASE_URL")
+
+    jwt_secret: str = Field("", alias="METERBILL_JWT_SECRET")
+    jwt_public_key: str = Field("", alias="METERBILL_JWT_PUBLIC_KEY")
+    jwt_audience: str | None = Field(None, alias="METERBILL_JWT_AUDIENCE")
+    jwt_issuer: str | None = Field(None, alias="METERBILL_JWT_ISSUER")
+
+    grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
+    plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")
+
+    limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
+    limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
+    limit_premium_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_API_CALLS")
+    limit_premium_tokens: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_TOKENS")
+    limit_pro_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PRO_API_CALLS")
+    limit_pro_tokens: int | None = Field(None, alias="BILLING_LIMIT_PRO_TOKENS")
+
+    log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
+
+    def catalog(self) -> Catalog:
+        """The plan catalog: built-in plans, then the plans file, then env overrides."""
+        return load_catalog(self)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A metric users consume, and how its events add up over a month."""
+
+    name: str
+    aggregation: Aggregation = "sum"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    stripe_price: str | None = None
+    limits: dict[str, int] = field(default_factory=dict)
+    alert_ratio: float = 0.8
+    on_limit: LimitAction = "block"
+    vat_rate_bp: int = 2000  # basis points: 2000 = 20.00 %
+
+    def limit(self, metric: str) -> int:
+        return self.limits.get(metric, 0)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    plans: dict[str, Plan]
+    meters: dict[str, Meter]
+
+    def plan(self, name: str) -> Plan:
+        return self.plans.get(name) or self.plans["free"]
+
+    def plan_for_price(self, price_id: str | None) -> Plan | None:
+        """The paid plan sold at this Stripe price, or None when the price is unknown."""
+        if not price_id:
+            return None
+        for plan in self.plans.values():
+            if plan.stripe_price and plan.stripe_price == price_id and plan.name != "free":
+                return plan
+        return None
+
+
+_SEED_LIMITS: dict[str, dict[str, int]] = {
+    "free": {"api_calls": 300, "tokens": 100_000},
+    "premium": {"api_calls": 3_000, "tokens": 1_000_000},
+    "pro": {"api_calls": 30_000, "tokens": 10_000_000},
+}
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    raw: dict[str, dict[str, object]] = {}
+    meters = {name: Meter(name) for name in BUILTIN_METRICS}
+    if settings.plans_file:
+        document = tomllib.loads(Path(settings.plans_file).read_text(encoding="utf-8"))
+        for name, spec in document.get("meters", {}).items():
+            meters[name] = Meter(name, spec.get("aggregation", "sum"))
+        raw = document.get("plans", {})
+
+    plans: dict[str, Plan] = {}
+    for name in {*_SEED_LIMITS, *raw}:
+        spec = raw.get(name, {})
+        limits = dict(_SEED_LIMITS.get(name, {}))
+        limits.update({k: int(v) for k, v in dict(spec.get("limits", {})).items()})  # type: ignore[call-overload]
+        for metric in BUILTIN_METRICS:
+            override = getattr(settings, f"limit_{name}_{metric}", None)
+            if override is not None:
+                limits[metric] = override
+        price = spec.get("stripe_price")
+        env_price = getattr(settings, f"stripe_price_{name}", None)
+        plans[name] = Plan(
+            name=name,
+            stripe_price=env_price or (str(price) if price else None),
+            limits=limits,
+            alert_ratio=float(spec.get("alert_ratio", 0.8)),  # type: ignore[arg-type]
+            on_limit="allow" if spec.get("on_limit") == "allow" else "block",
+            vat_rate_bp=round(float(spec.get("vat_rate", 20.0)) * 100),  # type: ignore[arg-type]
+        )
+    return Catalog(plans=plans, meters=meters)

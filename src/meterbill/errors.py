@@ -1,0 +1,134 @@
+"""meterbill's own exceptions: each carries a stable code, an HTTP status, and its message
+in French (the seed's language, the default) and English."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MeterbillError(Exception):
+    status = 400
+    code = "bad_request"
+    message_fr = "Requête invalide"
+    message_en = "Bad request"
+
+    def __init__(
+        self,
+        message_fr: str | None = None,
+        message_en: str | None = None,
+        **details: Any,
+    ) -> None:
+        self.message_fr = message_fr or type(self).message_fr
+        self.message_en = message_en or type(self).message_en
+        self.details = details
+        super().__init__(self.message_en)
+
+    def message(self, language: str) -> str:
+        return self.message_en if language == "en" else self.message_fr
+
+
+class Unauthorized(MeterbillError):
+    status = 401
+    code = "unauthorized"
+    message_fr = "Authentification requise"
+    message_en = "Authentication required"
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+    message_fr = "Jeton invalide ou expiré"
+    message_en = "Invalid or expired token"
+
+
+class InvalidApiKey(Unauthorized):
+    code = "invalid_api_key"
+    message_fr = "Clé d'API invalide"
+    message_en = "Invalid API key"
+
+
+class AuthNotConfigured(MeterbillError):
+    status = 503
+    code = "auth_not_configured"
+    message_fr = "Authentification non configurée"
+    message_en = "Authentication is not configured"
+
+
+class InvalidPlan(MeterbillError):
+    code = "invalid_plan"
+    message_fr = "Plan invalide. Choisir 'premium' ou 'pro'"
+    message_en = "Invalid plan. Choose 'premium' or 'pro'"
+
+
+class AlreadyOnPlan(MeterbillError):
+    code = "already_on_plan"
+
+    def __init__(self, plan: str) -> None:
+        super().__init__(
+            f"Vous êtes déjà sur le plan {plan}", f"You are already on the {plan} plan"
+        )
+
+
+class NoStripeCustomer(MeterbillError):
+    code = "no_stripe_customer"
+    message_fr = "Aucun abonnement Stripe trouvé. Souscrivez d'abord à un plan payant."
+    message_en = "No Stripe subscription found. Subscribe to a paid plan first."
+
+
+class StripeNotConfigured(MeterbillError):
+    status = 503
+    code = "stripe_not_configured"
+    message_fr = "Stripe non configuré"
+    message_en = "Stripe is not configured"
+
+
+class PriceNotConfigured(MeterbillError):
+    status = 503
+    code = "price_not_configured"
+
+    def __init__(self, plan: str) -> None:
+        super().__init__(
+            f"Prix Stripe non configuré pour le plan {plan}",
+            f"No Stripe price is configured for the {plan} plan",
+        )
+
+
+class StripeUnavailable(MeterbillError):
+    """Stripe failed, timed out or refused; its own text never reaches the client."""
+
+    status = 503
+    code = "stripe_unavailable"
+    message_fr = "Erreur Stripe"
+    message_en = "Stripe error"
+
+
+class InvalidMonth(MeterbillError):
+    status = 422
+    code = "invalid_month"
+    message_fr = "Format mois invalide. Utiliser YYYY-MM"
+    message_en = "Invalid month format. Use YYYY-MM"
+
+
+class WebhookNotConfigured(MeterbillError):
+    status = 503
+    code = "webhook_not_configured"
+    message_fr = "Secret du webhook Stripe non configuré"
+    message_en = "Stripe webhook secret is not configured"
+
+
+class InvalidSignature(MeterbillError):
+    code = "invalid_signature"
+    message_fr = "Signature invalide"
+    message_en = "Invalid signature"
+
+
+class InvalidPayload(MeterbillError):
+    code = "invalid_payload"
+    message_fr = "Payload invalide"
+    message_en = "Invalid payload"
+
+
+class NotFound(MeterbillError):
+    status = 404
+    code = "not_found"
+    message_fr = "Ressource introuvable"
+    message_en = "Not found"

@@ -1,0 +1,79 @@
+"""Monthly consumption against plan limits, read from per-day totals."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from meterbill.billing.subscriptions import current_subscription, effective_plan
+from meterbill.config import Catalog, Plan
+from meterbill.errors import InvalidMonth
+from meterbill.usage.models import UsageDaily
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_month(text: str) -> tuple[date, date]:
+    """The first day of the month and of the next one, for `YYYY-MM`; else InvalidMonth."""
+    match = _MONTH.fullmatch(text)
+    if not match:
+        raise InvalidMonth()
+    year, month = int(match.group(1)), int(match.group(2))
+    if not 1 <= month <= 12 or year < 1:
+        raise InvalidMonth()
+    start = date(year, month, 1)
+    end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    return start, end
+
+
+@dataclass(frozen=True)
+class MetricUsage:
+    metric: str
+    used: int
+    limit: int
+    usage_pct: float
+    alert: str | None  # "soft" | "hard" | None
+
+
+def metric_usage(plan: Plan, metric: str, used: int) -> MetricUsage:
+    limit = plan.limit(metric)
+    pct = round(used / limit * 100, 1) if limit > 0 else 0.0
+    alert = None
+    if limit > 0 and used >= limit:
+        alert = "hard"
+    elif limit > 0 and used >= limit * plan.alert_ratio:
+        alert = "soft"
+    return MetricUsage(metric, used, limit, pct, alert)
+
+
+def monthly_totals(session: Session, user_id: str, start: date, end: date) -> dict[str, int]:
+    rows = session.execute(
+        select(UsageDaily.metric, func.sum(UsageDaily.total))
+        .where(UsageDaily.user_id == user_id, UsageDaily.day >= start, UsageDaily.day < end)
+        .group_by(UsageDaily.metric)
+    ).all()
+    return {metric: int(total or 0) for metric, total in rows}
+
+
+@dataclass(frozen=True)
+class Consumption:
+    user_id: str
+    plan: str
+    month: str
+    metrics: dict[str, MetricUsage]
+
+
+def monthly_consumption(
+    session: Session, catalog: Catalog, user_id: str, month: str, now: datetime
+) -> Consumption:
+    """What the user consumed in `month`, against the limits of their effective plan."""
+    start, end = parse_month(month)
+    plan = catalog.plan(effective_plan(current_subscription(session, user_id), now))
+    totals = monthly_totals(session, user_id, start, end)
+    names = [*catalog.meters, *(m for m in plan.limits if m not in catalog.meters)]
+    metrics = {name: metric_usage(plan, name, totals.get(name, 0)) for name in names}
+    return Consumption(user_id, plan.name, month, metrics)
