@@ -21,6 +21,7 @@ from meterbill.errors import MeterbillError
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
 from meterbill.services import Services
+from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
 
 log = logging.getLogger("meterbill.app")
@@ -92,6 +93,7 @@ def create_app(
     )
     app.include_router(billing_router)
     app.include_router(usage_router)
+    app.include_router(metering_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -123,6 +125,7 @@ def create_app(
             exc.message_fr,
             exc.message_en,
             headers=exc.details.get("headers"),
+            **exc.details.get("body", {}),
         )
 
     @app.exception_handler(RequestValidationError)

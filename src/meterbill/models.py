@@ -4,7 +4,7 @@ from meterbill.auth.models import ApiKey, User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
-from meterbill.usage.models import ConsumptionEvent, UsageDaily
+from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily
 
 __all__ = [
     "ApiKey",
@@ -15,6 +15,7 @@ __all__ = [
     "Invoice",
     "Subscription",
     "Transaction",
+    "UsageAlert",
     "UsageDaily",
     "User",
 ]

@@ -1,10 +1,19 @@
-"""Raw usage events and the per-day totals kept up to date beside them."""
+"""Raw usage events, the per-day totals kept up to date beside them, and quota alerts."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.db import Base, utcnow
@@ -27,7 +36,8 @@ class ConsumptionEvent(Base):
 
 
 class UsageDaily(Base):
-    """The total of one metric for one user on one UTC day."""
+    """One metric for one user on one UTC day: the sum, the count and the largest value of
+    its events, so that every aggregation (sum, count, max) reads from here."""
 
     __tablename__ = "usage_daily"
 
@@ -38,3 +48,31 @@ class UsageDaily(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     total: Mapped[int] = mapped_column(BigInteger, default=0)
     events: Mapped[int] = mapped_column(BigInteger, default=0)
+    peak: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class UsageAlert(Base):
+    """A user crossed `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
+    limit in a month. The unique key makes each crossing recorded once, whoever races."""
+
+    __tablename__ = "usage_alerts"
+    __table_args__ = (
+        UniqueConstraint("user_id", "metric", "month", "level", name="uq_usage_alerts_crossing"),
+        Index(
+            "ix_usage_alerts_pending",
+            "id",
+            postgresql_where=text("notified_at IS NULL"),
+            sqlite_where=text("notified_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("saas_users.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(64))
+    month: Mapped[str] = mapped_column(String(7))  # YYYY-MM
+    level: Mapped[str] = mapped_column(String(8))  # soft | hard
+    used: Mapped[int] = mapped_column(BigInteger)
+    limit: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by whatever hands the alert on (email, webhook); NULL means still to deliver.
+    notified_at: Mapped[datetime | None]

@@ -1,12 +1,19 @@
-"""The seed's consumption endpoint (end users), reading per-day totals."""
+"""The seed's consumption endpoint (end users, reading per-day totals) and the metering API
+(servers, with an API key): event ingestion, quota checks, atomic consume."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from meterbill.auth.dependencies import CurrentUser, ServicesDep
+from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
+from meterbill.usage.ingestion import MAX_BATCH, ingest, parse_events
+from meterbill.usage.quota import check_quota, consume
+from meterbill.usage.schemas import ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, monthly_consumption
 
 router = APIRouter(prefix="/api/v1/billing", tags=["usage"])
@@ -89,3 +96,79 @@ def consumption_status(
     if header:
         response.headers["X-Billing-Alert"] = header
     return consumption_body(report)
+
+
+# The server-to-server metering API (API key): ingestion and quota decisions.
+metering_router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
+
+_EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["events"],
+                    "properties": {
+                        "events": {
+                            "type": "array",
+                            "maxItems": MAX_BATCH,
+                            "items": EventIn.model_json_schema(),
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@metering_router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
+async def ingest_events(request: Request, client: ApiClient, services: ServicesDep) -> IngestAnswer:
+    """Record a batch of up to 10,000 events. `id` is the idempotency key: an event sent
+    twice counts once. The batch is validated as a whole first: one bad event gets 422
+    naming each bad event's index and reason, and nothing is stored."""
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        payload = None
+    now = services.now()
+    events = parse_events(payload, services.catalog, now)
+    result = await run_in_threadpool(ingest, services.db, services.catalog, events, now)
+    return IngestAnswer(received=result.received, new=result.new, duplicates=result.duplicates)
+
+
+@metering_router.get("/check")
+def check_usage(
+    user_id: Annotated[str, Query(min_length=1, max_length=255)],
+    metric: Annotated[str, Query(min_length=1, max_length=64)],
+    client: ApiClient,
+    services: ServicesDep,
+    response: Response,
+) -> dict[str, Any]:
+    """May `user_id` consume `metric` now? `{allowed, used, limit, remaining, alert}` for the
+    current UTC month; nothing is recorded."""
+    with services.db.reading() as session:
+        quota = check_quota(session, services.catalog, user_id, metric, services.now())
+    if quota.alert:
+        response.headers["X-Billing-Alert"] = quota.alert
+    return quota.body()
+
+
+@metering_router.post("/consume")
+def consume_usage(
+    body: ConsumeIn, client: ApiClient, services: ServicesDep, response: Response
+) -> dict[str, Any]:
+    """Check the limit and record the event in one atomic step. When the plan blocks and
+    the event would go past the limit: 429, `X-Billing-Alert: hard_limit_reached`, nothing
+    recorded. Sending the same `id` again records nothing more."""
+    now = services.now()
+    item = body.model_dump(exclude_none=True)
+    item.setdefault("id", f"consume-{uuid.uuid4()}")
+    item.setdefault("timestamp", now.isoformat())
+    (event,) = parse_events([item], services.catalog, now)
+    with services.db.transaction() as session:
+        consumed = consume(session, services.catalog, event, now)
+    if consumed.quota.alert:
+        response.headers["X-Billing-Alert"] = consumed.quota.alert
+    return {**consumed.quota.body(), "id": event.id, "duplicate": consumed.duplicate}

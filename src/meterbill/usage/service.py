@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from meterbill.billing.subscriptions import current_subscription, effective_plan
-from meterbill.config import Catalog, Plan
+from meterbill.config import Catalog, Meter, Plan
 from meterbill.errors import InvalidMonth
 from meterbill.usage.models import UsageDaily
 
@@ -50,13 +52,41 @@ def metric_usage(plan: Plan, metric: str, used: int) -> MetricUsage:
     return MetricUsage(metric, used, limit, pct, alert)
 
 
-def monthly_totals(session: Session, user_id: str, start: date, end: date) -> dict[str, int]:
+def monthly_totals(
+    session: Session,
+    user_id: str,
+    start: date,
+    end: date,
+    meters: Mapping[str, Meter] | None = None,
+) -> dict[str, int]:
+    """Each metric's total over [start, end), aggregated as its meter says (default: sum).
+
+    Reads at most one row per metric and day, however many events were recorded."""
     rows = session.execute(
-        select(UsageDaily.metric, func.sum(UsageDaily.total))
+        select(
+            UsageDaily.metric,
+            func.sum(UsageDaily.total),
+            func.sum(UsageDaily.events),
+            func.max(UsageDaily.peak),
+        )
         .where(UsageDaily.user_id == user_id, UsageDaily.day >= start, UsageDaily.day < end)
         .group_by(UsageDaily.metric)
     ).all()
-    return {metric: int(total or 0) for metric, total in rows}
+    meters = meters or {}
+    return {
+        metric: aggregate(meters.get(metric), total, count, peak)
+        for metric, total, count, peak in rows
+    }
+
+
+def aggregate(meter: Meter | None, total: Any, count: Any, peak: Any) -> int:
+    """A month's figure for a meter from the sums, counts and peaks of its days."""
+    aggregation = meter.aggregation if meter else "sum"
+    if aggregation == "count":
+        return int(count or 0)
+    if aggregation == "max":
+        return int(peak or 0)
+    return int(total or 0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +103,7 @@ def monthly_consumption(
     """What the user consumed in `month`, against the limits of their effective plan."""
     start, end = parse_month(month)
     plan = catalog.plan(effective_plan(current_subscription(session, user_id), now))
-    totals = monthly_totals(session, user_id, start, end)
+    totals = monthly_totals(session, user_id, start, end, catalog.meters)
     names = [*catalog.meters, *(m for m in plan.limits if m not in catalog.meters)]
     metrics = {name: metric_usage(plan, name, totals.get(name, 0)) for name in names}
     return Consumption(user_id, plan.name, month, metrics)

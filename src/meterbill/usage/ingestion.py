@@ -1,0 +1,156 @@
+"""The ingestion API's rules: validate a whole batch, then record it and note alerts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from meterbill.config import Catalog
+from meterbill.db import Database
+from meterbill.errors import BatchTooLarge, InvalidUsageBatch
+from meterbill.usage.alerts import Crossing, crossings, record_alerts
+from meterbill.usage.models import UsageDaily
+from meterbill.usage.quota import plans_of
+from meterbill.usage.recording import UsageEvent, record_usage
+from meterbill.usage.service import aggregate, parse_month
+
+MAX_BATCH = 10_000
+MAX_AGE = timedelta(days=35)
+MAX_AHEAD = timedelta(minutes=5)
+_MAX_VALUE = 2**62  # far from BIGINT's edge, so a day's sum cannot overflow it
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    received: int
+    new: int
+    duplicates: int
+    alerts: int
+
+
+def parse_events(payload: Any, catalog: Catalog, now: datetime) -> list[UsageEvent]:
+    """The batch's events, or InvalidUsageBatch naming every bad event's index and reason.
+
+    `payload` is `{"events": [...]}` (or the bare list). Nothing is partially accepted."""
+    items = payload.get("events") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise InvalidUsageBatch([{"index": None, "reason": 'expected {"events": [...]}'}])
+    if len(items) > MAX_BATCH:
+        raise BatchTooLarge(MAX_BATCH)
+    events: list[UsageEvent] = []
+    errors: list[dict[str, Any]] = []
+    earliest, latest = now - MAX_AGE, now + MAX_AHEAD
+    for index, item in enumerate(items):
+        try:
+            events.append(_event(item, catalog, earliest, latest))
+        except ValueError as exc:
+            errors.append({"index": index, "reason": str(exc)})
+    if errors:
+        raise InvalidUsageBatch(errors)
+    return events
+
+
+def _text(item: dict[str, Any], key: str, limit: int, required: bool = True) -> str | None:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{key}: a non-empty string is required")
+    if len(value) > limit:
+        raise ValueError(f"{key}: longer than {limit} characters")
+    return value
+
+
+def _event(item: Any, catalog: Catalog, earliest: datetime, latest: datetime) -> UsageEvent:
+    if not isinstance(item, dict):
+        raise ValueError("an event must be an object")
+    event_id = _text(item, "id", 255)
+    user_id = _text(item, "user_id", 255)
+    metric = _text(item, "metric", 64)
+    if metric not in catalog.meters:
+        raise ValueError(f"metric: unknown metric {metric!r}")
+    value = item.get("value", 1)
+    if type(value) is not int or not 0 <= value <= _MAX_VALUE:
+        raise ValueError("value: a non-negative integer is required")
+    timestamp = parse_timestamp(item.get("timestamp"))
+    if timestamp < earliest:
+        raise ValueError("timestamp: more than 35 days old")
+    if timestamp > latest:
+        raise ValueError("timestamp: more than 5 minutes in the future")
+    endpoint = _text(item, "endpoint", 512, required=False)
+    return UsageEvent(event_id, user_id, metric, value, timestamp, endpoint)  # type: ignore[arg-type]
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An ISO 8601 time with its offset (or `Z`), or Unix seconds, as UTC."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("timestamp: out of range") from None
+    if not isinstance(value, str):
+        raise ValueError("timestamp: an ISO 8601 time or Unix seconds is required")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("timestamp: not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError("timestamp: a UTC offset (or Z) is required")
+    return moment.astimezone(UTC)
+
+
+def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: datetime) -> IngestResult:
+    """Record a validated batch, then record the alerts it caused.
+
+    Alerts are looked for after the batch commits: by then the totals include every batch
+    committed before, so when two concurrent batches together cross a threshold, the
+    later one sees the crossing (and the unique key keeps it to one alert)."""
+    with db.transaction() as session:
+        recorded = record_usage(session, events, now)
+    alerts = 0
+    if recorded.touched:
+        with db.reading() as session:
+            found = find_crossings(session, catalog, recorded.touched, now)
+        if found:
+            with db.transaction() as session:
+                alerts = record_alerts(session, found, now)
+    return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)
+
+
+def find_crossings(
+    session: Session, catalog: Catalog, touched: set[tuple[str, str, str]], now: datetime
+) -> list[Crossing]:
+    """The alert levels reached by these (user, metric, month) totals."""
+    plans = plans_of(session, catalog, {user for user, _, _ in touched}, now)
+    limited = {(u, m, mo) for u, m, mo in touched if m in plans[u].limits}
+    by_month: dict[str, set[str]] = defaultdict(set)
+    for user, _, month in limited:
+        by_month[month].add(user)
+    found: list[Crossing] = []
+    for month, users in by_month.items():
+        start, end = parse_month(month)
+        rows = session.execute(
+            select(
+                UsageDaily.user_id,
+                UsageDaily.metric,
+                func.sum(UsageDaily.total),
+                func.sum(UsageDaily.events),
+                func.max(UsageDaily.peak),
+            )
+            .where(
+                UsageDaily.user_id.in_(sorted(users)),
+                UsageDaily.day >= start,
+                UsageDaily.day < end,
+            )
+            .group_by(UsageDaily.user_id, UsageDaily.metric)
+        ).all()
+        for user, metric, total, count, peak in rows:
+            if (user, metric, month) in limited:
+                used = aggregate(catalog.meters.get(metric), total, count, peak)
+                found.extend(crossings(user, plans[user], metric, month, used))
+    return found

@@ -1,0 +1,36 @@
+"""Pydantic shapes of the metering API (documentation, and the consume request)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class EventIn(BaseModel):
+    """One usage event. `id` is the idempotency key; `timestamp` is ISO 8601 with an
+    offset (or Unix seconds), at most 35 days old and 5 minutes ahead."""
+
+    id: str = Field(min_length=1, max_length=255)
+    user_id: str = Field(min_length=1, max_length=255)
+    metric: str = Field(min_length=1, max_length=64)
+    value: int = Field(1, ge=0)
+    timestamp: str | float
+    endpoint: str | None = Field(None, max_length=512)
+
+
+class ConsumeIn(BaseModel):
+    """A consumption to check and record at once; `id` (optional) makes retries safe."""
+
+    id: str | None = Field(None, min_length=1, max_length=255)
+    user_id: str = Field(min_length=1, max_length=255)
+    metric: str = Field("api_calls", min_length=1, max_length=64)
+    value: int = Field(1, ge=0)
+    timestamp: Any = None
+    endpoint: str | None = Field(None, max_length=512)
+
+
+class IngestAnswer(BaseModel):
+    received: int
+    new: int
+    duplicates: int
