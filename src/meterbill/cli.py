@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -13,6 +14,8 @@ from meterbill.db import Database
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
+usage_app = typer.Typer(help="Usage metering.", no_args_is_help=True)
+app.add_typer(usage_app, name="usage")
 
 
 def _database(settings: Settings) -> Database:
@@ -97,3 +100,37 @@ def apikey_revoke(prefix: str) -> None:
         typer.echo(f"no active API key with prefix {prefix}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {prefix}")
+
+
+@usage_app.command("rebuild")
+def usage_rebuild(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report drift without fixing it.")
+    ] = False,
+) -> None:
+    """Rebuild the daily usage totals from the raw events and report any drift."""
+    from meterbill.usage.rebuild import event_id_span, rebuild_daily_totals
+
+    db = _database(Settings())
+    with db.transaction() as session:
+        span = event_id_span(session)
+        with typer.progressbar(length=span, label="rebuilding", file=sys.stderr) as bar:
+            report = rebuild_daily_totals(session, fix=not dry_run, progress=bar.update)
+    db.dispose()
+    typer.echo(f"{report.events} events, {report.totals} daily totals, {len(report.drift)} drifted")
+    for item in report.drift[:50]:
+        typer.echo(
+            f"  {item.user_id}\t{item.metric}\t{item.day}\t"
+            f"stored={_figures(item.stored)}\trebuilt={_figures(item.rebuilt)}"
+        )
+    if len(report.drift) > 50:
+        typer.echo(f"  ... and {len(report.drift) - 50} more")
+    if report.drift:
+        typer.echo("fixed" if report.fixed else "not fixed (--dry-run)")
+
+
+def _figures(figures: tuple[int, int, int] | None) -> str:
+    if figures is None:
+        return "none"
+    total, events, peak = figures
+    return f"{total}/{events} events/peak {peak}"

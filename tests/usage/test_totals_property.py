@@ -1,0 +1,65 @@
+"""Whatever the batches, repetitions and order: totals equal a direct sum of accepted events."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.usage.conftest import Metering, event
+
+USERS = ("u1", "u2", "u3")
+METRICS = ("api_calls", "tokens")
+
+# An event is (id number, user, metric, value, days ago); ids are drawn from a small pool
+# so the same id often comes back, possibly with other fields (the first one counts).
+events_strategy = st.lists(
+    st.tuples(
+        st.integers(0, 30),
+        st.sampled_from(USERS),
+        st.sampled_from(METRICS),
+        st.integers(0, 1_000),
+        st.integers(0, 3),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(raw=events_strategy, cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_totals_equal_the_sum_of_accepted_events(
+    metering: Metering, raw: list[tuple[int, str, str, int, int]], cuts: list[int]
+) -> None:
+    run = uuid.uuid4().hex[:8]  # each example gets its own users and ids
+    now = datetime.now(UTC) - timedelta(seconds=5)
+    events = [
+        event(f"{run}-{user}", metric, value, id=f"{run}-{n}", at=now - timedelta(days=ago))
+        for n, user, metric, value, ago in raw
+    ]
+    bounds = sorted({0, len(events), *(c for c in cuts if c < len(events))})
+    new = 0
+    for start, stop in pairwise(bounds):
+        answer = metering.send(events[start:stop])
+        assert answer.status_code == 202, answer.text
+        new += answer.json()["new"]
+
+    accepted: dict[str, dict[str, object]] = {}
+    for e in events:
+        accepted.setdefault(e["id"], e)
+    assert new == len(accepted)
+    expected: dict[tuple[str, str], int] = defaultdict(int)
+    for e in accepted.values():
+        expected[(e["user_id"], e["metric"])] += e["value"]  # type: ignore[index, operator]
+    for user in USERS:
+        for metric in METRICS:
+            assert (
+                metering.daily_total(f"{run}-{user}", metric) == expected[(f"{run}-{user}", metric)]
+            )
