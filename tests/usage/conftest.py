@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from meterbill.auth.service import create_api_key
+from meterbill.db import Database
 from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily
 from tests.conftest import Service
 
@@ -70,8 +71,8 @@ class Metering:
             return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def api_key_for(service: Service) -> str:
-    with service.db.transaction() as session:
+def api_key_for(db: Database) -> str:
+    with db.transaction() as session:
         return create_api_key(session, "tests")
 
 
@@ -79,7 +80,7 @@ def api_key_for(service: Service) -> str:
 def make_metering(make_service: Callable[..., Service]) -> Callable[..., Metering]:
     def start(**overrides: Any) -> Metering:
         service = make_service(**overrides)
-        return Metering(service, api_key_for(service))
+        return Metering(service, api_key_for(service.db))
 
     return start
 

@@ -1,0 +1,34 @@
+"""Talk to meterbill from a SaaS: clients (sync and async) and metering middlewares.
+
+    from meterbill.client import MeterbillClient, MeterbillWSGI, MeterbillASGI
+
+Depends only on httpx; importing it does not import the meterbill server.
+"""
+
+from meterbill.client.api import (
+    AsyncMeterbillClient,
+    Ingested,
+    MeterbillClient,
+    MeterbillClientError,
+    MeterbillUnavailable,
+    QuotaStatus,
+    usage_event,
+)
+from meterbill.client.asgi import MeterbillASGI
+from meterbill.client.buffer import EventBuffer
+from meterbill.client.guard import header_identity
+from meterbill.client.wsgi import MeterbillWSGI
+
+__all__ = [
+    "AsyncMeterbillClient",
+    "EventBuffer",
+    "Ingested",
+    "MeterbillASGI",
+    "MeterbillClient",
+    "MeterbillClientError",
+    "MeterbillUnavailable",
+    "MeterbillWSGI",
+    "QuotaStatus",
+    "header_identity",
+    "usage_event",
+]

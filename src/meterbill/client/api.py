@@ -1,0 +1,254 @@
+"""HTTP clients for meterbill's metering API (sync and async), with safe retries.
+
+Every event gets its id before the first attempt, so a retry after a timeout or a 5xx
+sends the same ids and meterbill counts each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+class MeterbillClientError(Exception):
+    """meterbill answered with an error that retrying will not fix (4xx)."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        self.status = status
+        self.body = dict(body)
+        self.code = str(body.get("code", "error"))
+        super().__init__(f"meterbill answered {status}: {body.get('error', body)}")
+
+
+class MeterbillUnavailable(Exception):
+    """meterbill could not be reached, or kept failing, after every retry."""
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """Where a user stands on a metric: meterbill's `check` / `consume` answer."""
+
+    allowed: bool
+    used: int
+    limit: int | None
+    remaining: int | None
+    alert: str | None
+    on_limit: str = "block"
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> QuotaStatus:
+        return cls(
+            allowed=bool(body.get("allowed", False)),
+            used=int(body.get("used", 0)),
+            limit=body.get("limit"),
+            remaining=body.get("remaining"),
+            alert=body.get("alert"),
+            on_limit=str(body.get("on_limit", "block")),
+        )
+
+
+@dataclass(frozen=True)
+class Ingested:
+    received: int
+    new: int
+    duplicates: int
+
+
+def usage_event(
+    user_id: str,
+    metric: str = "api_calls",
+    value: int = 1,
+    *,
+    id: str | None = None,
+    timestamp: datetime | None = None,
+    endpoint: str | None = None,
+) -> dict[str, Any]:
+    """An event ready to send, with a fresh idempotency key unless one is given."""
+    event: dict[str, Any] = {
+        "id": id or str(uuid.uuid4()),
+        "user_id": user_id,
+        "metric": metric,
+        "value": value,
+        "timestamp": (timestamp or datetime.now(UTC)).isoformat(),
+    }
+    if endpoint:
+        event["endpoint"] = endpoint[:512]
+    return event
+
+
+def _with_ids(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "id": e.get("id") or str(uuid.uuid4())} for e in events]
+
+
+def _delay(attempt: int, backoff: float) -> float:
+    return float(backoff * (2**attempt) * (0.5 + random.random()))
+
+
+def _outcome(response: httpx.Response) -> dict[str, Any] | None:
+    """The JSON body of a final answer; None when the request should be retried."""
+    if response.status_code in RETRY_STATUSES:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:200]}
+    if response.status_code >= 400 and response.status_code != 429:
+        raise MeterbillClientError(response.status_code, body)
+    return dict(body) if isinstance(body, dict) else {"body": body}
+
+
+class _Settings:
+    def __init__(self, base_url: str, api_key: str, timeout: float, retries: int, backoff: float):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"X-API-Key": api_key}
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+
+class MeterbillClient:
+    """Blocking client: `send_events`, `check`, `consume`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._s = _Settings(base_url, api_key, timeout, retries, backoff)
+        self._http = httpx.Client(
+            base_url=self._s.base_url,
+            headers=self._s.headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def _call(self, method: str, path: str, retries: int | None = None, **kw: Any) -> Any:
+        attempts = (self._s.retries if retries is None else retries) + 1
+        for attempt in range(attempts):
+            try:
+                body = _outcome(self._http.request(method, path, **kw))
+                if body is not None:
+                    return body
+            except httpx.TransportError:
+                pass
+            if attempt + 1 < attempts:
+                time.sleep(_delay(attempt, self._s.backoff))
+        raise MeterbillUnavailable(f"{method} {path} failed {attempts} time(s)")
+
+    def send_events(
+        self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None
+    ) -> Ingested:
+        """Record events (ids are added where missing, once, before any attempt)."""
+        batch = _with_ids(events)
+        body = self._call("POST", "/api/v1/usage/events", retries, json={"events": batch})
+        return Ingested(body["received"], body["new"], body["duplicates"])
+
+    def check(
+        self, user_id: str, metric: str = "api_calls", *, retries: int | None = None
+    ) -> QuotaStatus:
+        body = self._call(
+            "GET", "/api/v1/usage/check", retries, params={"user_id": user_id, "metric": metric}
+        )
+        return QuotaStatus.from_body(body)
+
+    def consume(
+        self, user_id: str, metric: str = "api_calls", value: int = 1, *, id: str | None = None
+    ) -> QuotaStatus:
+        """Check and record at once; `allowed` is False (nothing recorded) at a hard limit."""
+        payload = {"id": id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
+        body = self._call("POST", "/api/v1/usage/consume", json={**payload, "value": value})
+        if body.get("code") == "hard_limit_reached":
+            return QuotaStatus(False, int(body.get("used", 0)), body.get("limit"), 0, body["code"])
+        return QuotaStatus.from_body(body)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MeterbillClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncMeterbillClient:
+    """The same as MeterbillClient, for asyncio code."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._s = _Settings(base_url, api_key, timeout, retries, backoff)
+        self._http = httpx.AsyncClient(
+            base_url=self._s.base_url,
+            headers=self._s.headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def _call(self, method: str, path: str, retries: int | None = None, **kw: Any) -> Any:
+        attempts = (self._s.retries if retries is None else retries) + 1
+        for attempt in range(attempts):
+            try:
+                body = _outcome(await self._http.request(method, path, **kw))
+                if body is not None:
+                    return body
+            except httpx.TransportError:
+                pass
+            if attempt + 1 < attempts:
+                await asyncio.sleep(_delay(attempt, self._s.backoff))
+        raise MeterbillUnavailable(f"{method} {path} failed {attempts} time(s)")
+
+    async def send_events(
+        self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None
+    ) -> Ingested:
+        batch = _with_ids(events)
+        body = await self._call("POST", "/api/v1/usage/events", retries, json={"events": batch})
+        return Ingested(body["received"], body["new"], body["duplicates"])
+
+    async def check(
+        self, user_id: str, metric: str = "api_calls", *, retries: int | None = None
+    ) -> QuotaStatus:
+        body = await self._call(
+            "GET", "/api/v1/usage/check", retries, params={"user_id": user_id, "metric": metric}
+        )
+        return QuotaStatus.from_body(body)
+
+    async def consume(
+        self, user_id: str, metric: str = "api_calls", value: int = 1, *, id: str | None = None
+    ) -> QuotaStatus:
+        payload = {"id": id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
+        body = await self._call("POST", "/api/v1/usage/consume", json={**payload, "value": value})
+        if body.get("code") == "hard_limit_reached":
+            return QuotaStatus(False, int(body.get("used", 0)), body.get("limit"), 0, body["code"])
+        return QuotaStatus.from_body(body)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncMeterbillClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
