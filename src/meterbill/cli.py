@@ -108,19 +108,19 @@ def usage_rebuild(
         bool, typer.Option("--dry-run", help="Report drift without fixing it.")
     ] = False,
 ) -> None:
-    """Rebuild the daily usage totals from the raw events and report any drift."""
-    from meterbill.usage.rebuild import event_id_span, rebuild_daily_totals
+    """Rebuild the daily and monthly usage totals from the raw events; report any drift."""
+    from meterbill.usage.rebuild import event_id_span, rebuild_totals
 
     db = _database(Settings())
     with db.transaction() as session:
         span = event_id_span(session)
         with typer.progressbar(length=span, label="rebuilding", file=sys.stderr) as bar:
-            report = rebuild_daily_totals(session, fix=not dry_run, progress=bar.update)
+            report = rebuild_totals(session, fix=not dry_run, progress=bar.update)
     db.dispose()
     typer.echo(f"{report.events} events, {report.totals} daily totals, {len(report.drift)} drifted")
     for item in report.drift[:50]:
         typer.echo(
-            f"  {item.user_id}\t{item.metric}\t{item.day}\t"
+            f"  {item.table}\t{item.user_id}\t{item.metric}\t{item.period}\t"
             f"stored={_figures(item.stored)}\trebuilt={_figures(item.rebuilt)}"
         )
     if len(report.drift) > 50:

@@ -4,7 +4,7 @@ from meterbill.auth.models import ApiKey, User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
-from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily
+from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily, UsageMonthly
 
 __all__ = [
     "ApiKey",
@@ -17,5 +17,6 @@ __all__ = [
     "Transaction",
     "UsageAlert",
     "UsageDaily",
+    "UsageMonthly",
     "User",
 ]

@@ -56,10 +56,14 @@ def test_totals_equal_the_sum_of_accepted_events(
         accepted.setdefault(e["id"], e)
     assert new == len(accepted)
     expected: dict[tuple[str, str], int] = defaultdict(int)
+    this_month: dict[tuple[str, str], int] = defaultdict(int)
     for e in accepted.values():
-        expected[(e["user_id"], e["metric"])] += e["value"]  # type: ignore[index, operator]
-    for user in USERS:
+        key = (str(e["user_id"]), str(e["metric"]))
+        expected[key] += int(e["value"])  # type: ignore[call-overload]
+        if str(e["timestamp"])[:7] == datetime.now(UTC).isoformat()[:7]:
+            this_month[key] += int(e["value"])  # type: ignore[call-overload]
+    for user in (f"{run}-{u}" for u in USERS):
         for metric in METRICS:
-            assert (
-                metering.daily_total(f"{run}-{user}", metric) == expected[(f"{run}-{user}", metric)]
-            )
+            assert metering.daily_total(user, metric) == expected[(user, metric)]
+            if (user, metric) in expected:  # the quota read: this month's total
+                assert metering.check(user, metric).json()["used"] == this_month[(user, metric)]

@@ -1,8 +1,10 @@
 """Quota alerts: the first time a user crosses the plan's alert ratio (soft) and 100 %
-(hard) of a metric in a month, one row is written to `usage_alerts` — never two, even when
-concurrent batches cross at the same moment, because the row's key is unique and it is
-inserted with `ON CONFLICT DO NOTHING`. Notifications read `pending_alerts` and mark them
-delivered with `mark_alerts_notified`."""
+(hard) of a metric in a month, one row is written to `usage_alerts`, in the transaction that
+records the events. Crossings are read from the monthly totals the recording statement
+returns: those are updated under the row's lock, so of two concurrent batches the later
+sees the earlier's total and exactly one of them sees the threshold crossed. The row's
+unique key (inserted with `ON CONFLICT DO NOTHING`) makes a second alert impossible anyway.
+Notifications read `pending_alerts` and mark them delivered with `mark_alerts_notified`."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from meterbill.config import Plan
+from meterbill.config import Catalog, Meter, Plan
 from meterbill.db import insert_for
 from meterbill.usage.models import UsageAlert
+from meterbill.usage.recording import MonthChange
+from meterbill.usage.service import plans_of
 
 
 @dataclass(frozen=True)
@@ -28,17 +32,64 @@ class Crossing:
     limit: int
 
 
-def crossings(user_id: str, plan: Plan, metric: str, month: str, used: int) -> list[Crossing]:
-    """The alert levels `used` has reached on the plan's limit for `metric`."""
+def thresholds(plan: Plan, metric: str) -> list[tuple[str, float, int]]:
+    """(level, threshold, limit) of the plan's alerts on `metric`."""
     limit = plan.limits.get(metric)
     if limit is None or limit <= 0:
         return []
-    found = []
-    if used >= limit * plan.alert_ratio:
-        found.append(Crossing(user_id, metric, month, "soft", used, limit))
-    if used >= limit:
-        found.append(Crossing(user_id, metric, month, "hard", used, limit))
-    return found
+    return [("soft", limit * plan.alert_ratio, limit), ("hard", limit, limit)]
+
+
+def crossings(
+    user_id: str, plan: Plan, metric: str, month: str, before: int, after: int
+) -> list[Crossing]:
+    """The alert levels a change from `before` to `after` crossed."""
+    return [
+        Crossing(user_id, metric, month, level, after, limit)
+        for level, threshold, limit in thresholds(plan, metric)
+        if before < threshold <= after
+    ]
+
+
+def change_figures(meter: Meter | None, change: MonthChange) -> tuple[int, int]:
+    """A monthly figure before and after a batch, as the meter aggregates it."""
+    aggregation = meter.aggregation if meter else "sum"
+    if aggregation == "count":
+        return change.events - change.added_events, change.events
+    if aggregation == "max":
+        # The batch moved the peak only if it holds it; the old peak is then unknown, so
+        # every threshold below it counts as crossed (the unique key absorbs repeats).
+        return (0 if change.added_peak >= change.peak else change.peak), change.peak
+    return change.total - change.added_total, change.total
+
+
+def alerts_for(
+    session: Session, catalog: Catalog, changes: Sequence[MonthChange], now: datetime
+) -> list[Crossing]:
+    """The alert levels these monthly changes crossed on each user's effective plan.
+
+    Plans are looked up only for changes that cross a threshold of some plan, so a batch
+    far from every limit costs no query."""
+    every_plan = list(catalog.plans.values())
+    candidates = []
+    for change in changes:
+        before, after = change_figures(catalog.meters.get(change.metric), change)
+        if any(
+            before < threshold <= after
+            for plan in every_plan
+            for _, threshold, _ in thresholds(plan, change.metric)
+        ):
+            candidates.append((change, before, after))
+    if not candidates:
+        return []
+    plans = plans_of(session, catalog, {c.user_id for c, _, _ in candidates}, now)
+    return [
+        crossing
+        for change, before, after in candidates
+        for crossing in crossings(
+            change.user_id, plans[change.user_id], change.metric, change.month, before, after
+        )
+    ]
 
 
 def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) -> int:

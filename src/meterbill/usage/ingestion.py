@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from meterbill.config import Catalog
 from meterbill.db import Database
 from meterbill.errors import BatchTooLarge, InvalidUsageBatch
-from meterbill.usage.alerts import Crossing, crossings, record_alerts
-from meterbill.usage.models import UsageDaily
-from meterbill.usage.quota import plans_of
+from meterbill.usage.alerts import alerts_for, record_alerts
 from meterbill.usage.recording import UsageEvent, record_usage
-from meterbill.usage.service import aggregate, parse_month
 
 MAX_BATCH = 10_000
 MAX_AGE = timedelta(days=35)
@@ -105,52 +98,8 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: datetime) -> IngestResult:
-    """Record a validated batch, then record the alerts it caused.
-
-    Alerts are looked for after the batch commits: by then the totals include every batch
-    committed before, so when two concurrent batches together cross a threshold, the
-    later one sees the crossing (and the unique key keeps it to one alert)."""
+    """Record a validated batch and the alerts it caused, in one transaction."""
     with db.transaction() as session:
         recorded = record_usage(session, events, now)
-    alerts = 0
-    if recorded.touched:
-        with db.reading() as session:
-            found = find_crossings(session, catalog, recorded.touched, now)
-        if found:
-            with db.transaction() as session:
-                alerts = record_alerts(session, found, now)
+        alerts = record_alerts(session, alerts_for(session, catalog, recorded.months, now), now)
     return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)
-
-
-def find_crossings(
-    session: Session, catalog: Catalog, touched: set[tuple[str, str, str]], now: datetime
-) -> list[Crossing]:
-    """The alert levels reached by these (user, metric, month) totals."""
-    plans = plans_of(session, catalog, {user for user, _, _ in touched}, now)
-    limited = {(u, m, mo) for u, m, mo in touched if m in plans[u].limits}
-    by_month: dict[str, set[str]] = defaultdict(set)
-    for user, _, month in limited:
-        by_month[month].add(user)
-    found: list[Crossing] = []
-    for month, users in by_month.items():
-        start, end = parse_month(month)
-        rows = session.execute(
-            select(
-                UsageDaily.user_id,
-                UsageDaily.metric,
-                func.sum(UsageDaily.total),
-                func.sum(UsageDaily.events),
-                func.max(UsageDaily.peak),
-            )
-            .where(
-                UsageDaily.user_id.in_(sorted(users)),
-                UsageDaily.day >= start,
-                UsageDaily.day < end,
-            )
-            .group_by(UsageDaily.user_id, UsageDaily.metric)
-        ).all()
-        for user, metric, total, count, peak in rows:
-            if (user, metric, month) in limited:
-                used = aggregate(catalog.meters.get(metric), total, count, peak)
-                found.extend(crossings(user, plans[user], metric, month, used))
-    return found

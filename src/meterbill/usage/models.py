@@ -51,6 +51,23 @@ class UsageDaily(Base):
     peak: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class UsageMonthly(Base):
+    """One metric for one user in one UTC month (`YYYY-MM`), kept beside the daily rows in
+    the same statement: a quota decision reads one row, and the totals an insert returns
+    tell exactly which batch crossed an alert threshold."""
+
+    __tablename__ = "usage_monthly"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("saas_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    events: Mapped[int] = mapped_column(BigInteger, default=0)
+    peak: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class UsageAlert(Base):
     """A user crossed `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
     limit in a month. The unique key makes each crossing recorded once, whoever races."""

@@ -8,23 +8,20 @@ blocking plan is never pushed past its limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
 from meterbill.auth.service import ensure_user
-from meterbill.billing.models import Subscription
-from meterbill.billing.subscriptions import LIVE_STATUSES, effective_plan
 from meterbill.config import Catalog, Plan
 from meterbill.errors import QuotaExceeded, UnknownMetric
-from meterbill.usage.alerts import Crossing, crossings, record_alerts
+from meterbill.usage.alerts import Crossing, alerts_for, record_alerts
 from meterbill.usage.models import ConsumptionEvent
 from meterbill.usage.recording import UsageEvent, month_of, record_usage
-from meterbill.usage.service import monthly_totals, parse_month
+from meterbill.usage.service import month_usage, plans_of
 
 SOFT_HEADER = "soft_limit_warning"
 HARD_HEADER = "hard_limit_reached"
@@ -80,28 +77,6 @@ def quota_for(user_id: str, plan: Plan, metric: str, used: int) -> Quota:
     )
 
 
-def month_range(now: datetime) -> tuple[date, date]:
-    return parse_month(month_of(now.astimezone(UTC)))
-
-
-def plans_of(
-    session: Session, catalog: Catalog, user_ids: Iterable[str], now: datetime
-) -> dict[str, Plan]:
-    """Each user's effective plan (as `current_subscription` picks it), in one query."""
-    ids = sorted(set(user_ids))
-    rows = session.scalars(
-        select(Subscription)
-        .where(Subscription.user_id.in_(ids))
-        .order_by(Subscription.start_date.desc(), Subscription.id.desc())
-    ).all()
-    chosen: dict[str, Subscription] = {}
-    for row in rows:
-        best = chosen.get(row.user_id)
-        if best is None or (row.status in LIVE_STATUSES and best.status not in LIVE_STATUSES):
-            chosen[row.user_id] = row
-    return {uid: catalog.plan(effective_plan(chosen.get(uid), now)) for uid in ids}
-
-
 def _require_metric(catalog: Catalog, metric: str) -> None:
     if metric not in catalog.meters:
         raise UnknownMetric(metric)
@@ -113,8 +88,7 @@ def check_quota(
     """Where the user stands on `metric` in the current UTC month (nothing is written)."""
     _require_metric(catalog, metric)
     plan = plans_of(session, catalog, [user_id], now)[user_id]
-    start, end = month_range(now)
-    used = monthly_totals(session, user_id, start, end, catalog.meters).get(metric, 0)
+    used = month_usage(session, catalog.meters, user_id, month_of(now)).get(metric, 0)
     return quota_for(user_id, plan, metric, used)
 
 
@@ -138,19 +112,19 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
         select(User.id).where(User.id == event.user_id).with_for_update(key_share=True)
     ).one()
     plan = plans_of(session, catalog, [event.user_id], now)[event.user_id]
-    start, end = month_range(now)
-    used = monthly_totals(session, event.user_id, start, end, catalog.meters).get(event.metric, 0)
+    month = month_of(now)
+    used = month_usage(session, catalog.meters, event.user_id, month).get(event.metric, 0)
     already = session.scalar(
         select(ConsumptionEvent.id).where(ConsumptionEvent.event_id == event.id)
     )
     if already is not None:
         return Consumed(quota_for(event.user_id, plan, event.metric, used), True, [])
-    after = _after(catalog, event, used)
     limit = plan.limits.get(event.metric)
+    after = _after(catalog, event, used)
     if limit is not None and plan.on_limit == "block" and after > limit:
         raise QuotaExceeded(event.metric, used, limit)
-    record_usage(session, [event], now)
-    found = crossings(event.user_id, plan, event.metric, month_of(now.astimezone(UTC)), after)
+    recorded = record_usage(session, [event], now)
+    found = alerts_for(session, catalog, recorded.months, now)
     record_alerts(session, found, now)
     return Consumed(quota_for(event.user_id, plan, event.metric, after), False, found)
 

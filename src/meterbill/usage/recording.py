@@ -30,14 +30,28 @@ class UsageEvent:
     endpoint: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MonthChange:
+    """A monthly total as the batch left it, and what the batch added to it."""
+
+    user_id: str
+    metric: str
+    month: str  # YYYY-MM
+    total: int
+    events: int
+    peak: int
+    added_total: int
+    added_events: int
+    added_peak: int
+
+
 @dataclass
 class Recorded:
-    """What a batch changed: how many events were new, and the (user, metric, month)
-    totals it may have moved (the ones to check against limits)."""
+    """What a batch changed: how many events were new, and the monthly totals it moved."""
 
     new: int = 0
     duplicates: int = 0
-    touched: set[tuple[str, str, str]] = field(default_factory=set)
+    months: list[MonthChange] = field(default_factory=list)
 
 
 def record_usage(session: Session, events: Sequence[UsageEvent], now: datetime) -> Recorded:
@@ -50,13 +64,16 @@ def record_usage(session: Session, events: Sequence[UsageEvent], now: datetime) 
     if not batch:
         return Recorded()
     if session.get_bind().dialect.name == "postgresql":
-        new, touched = _record_postgresql(session, batch, now)
+        new, months = _record_postgresql(session, batch, now)
     else:
-        new, touched = _record_sqlite(session, batch, now)
-    return Recorded(new=new, duplicates=len(events) - new, touched=touched)
+        new, months = _record_sqlite(session, batch, now)
+    return Recorded(new=new, duplicates=len(events) - new, months=months)
 
 
 def month_of(moment: datetime | date) -> str:
+    """`YYYY-MM` of a day, or of a moment in UTC."""
+    if isinstance(moment, datetime):
+        moment = moment.astimezone(UTC)
     return f"{moment.year:04d}-{moment.month:02d}"
 
 
@@ -78,7 +95,7 @@ WITH inserted AS (
     FROM usage_incoming ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING user_id, metric, date, value
-), rolled AS (
+), days AS (
     INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
     SELECT user_id, metric, (date AT TIME ZONE 'UTC')::date, sum(value), count(*), max(value)
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
@@ -86,15 +103,28 @@ WITH inserted AS (
         total = d.total + excluded.total,
         events = d.events + excluded.events,
         peak = greatest(d.peak, excluded.peak)
-    RETURNING user_id, metric, day
+), added AS (
+    SELECT user_id, metric, to_char(date AT TIME ZONE 'UTC', 'YYYY-MM') AS month,
+           sum(value) AS total, count(*) AS events, max(value) AS peak
+    FROM inserted GROUP BY 1, 2, 3
+), months AS (
+    INSERT INTO usage_monthly AS m (user_id, metric, month, total, events, peak)
+    SELECT user_id, metric, month, total, events, peak FROM added ORDER BY 1, 2, 3
+    ON CONFLICT (user_id, metric, month) DO UPDATE SET
+        total = m.total + excluded.total,
+        events = m.events + excluded.events,
+        peak = greatest(m.peak, excluded.peak)
+    RETURNING user_id, metric, month, total, events, peak
 )
-SELECT (SELECT count(*) FROM inserted), user_id, metric, day FROM rolled
+SELECT (SELECT count(*) FROM inserted), months.user_id, months.metric, months.month,
+       months.total, months.events, months.peak, added.total, added.events, added.peak
+FROM months JOIN added USING (user_id, metric, month)
 """
 
 
 def _record_postgresql(
     session: Session, batch: list[UsageEvent], now: datetime
-) -> tuple[int, set[tuple[str, str, str]]]:
+) -> tuple[int, list[MonthChange]]:
     raw: Any = session.connection().connection.driver_connection
     with raw.cursor() as cursor:
         cursor.execute(_PG_STAGE)
@@ -107,12 +137,12 @@ def _record_postgresql(
         rows = cursor.fetchall()
         cursor.execute("DELETE FROM usage_incoming")  # in case the transaction records again
     new = int(rows[0][0]) if rows else 0
-    return new, {(user, metric, month_of(day)) for _, user, metric, day in rows}
+    return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in rows]
 
 
 def _record_sqlite(
     session: Session, batch: list[UsageEvent], now: datetime
-) -> tuple[int, set[tuple[str, str, str]]]:
+) -> tuple[int, list[MonthChange]]:
     raw: Any = session.connection().connection.driver_connection
     stamp = now.astimezone(UTC).strftime(_SQLITE_TIME)
     users = sorted({e.user_id for e in batch})
@@ -139,21 +169,42 @@ def _record_sqlite(
             for e in fresh
         ],
     )
-    totals: dict[tuple[str, str, date], list[int]] = {}
+    days: dict[tuple[str, str, str], list[int]] = {}
+    months: dict[tuple[str, str, str], list[int]] = {}
     for e in fresh:
-        key = (e.user_id, e.metric, e.timestamp.astimezone(UTC).date())
-        row = totals.setdefault(key, [0, 0, e.value])
-        row[0] += e.value
-        row[1] += 1
-        row[2] = max(row[2], e.value)
-    raw.executemany(
-        "INSERT INTO usage_daily (user_id, metric, day, total, events, peak) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, metric, day) DO UPDATE SET "
-        "total = total + excluded.total, events = events + excluded.events, "
-        "peak = max(peak, excluded.peak)",
-        [(u, m, d.isoformat(), *values) for (u, m, d), values in sorted(totals.items())],
-    )
-    return len(fresh), {(u, m, month_of(d)) for u, m, d in totals}
+        day = e.timestamp.astimezone(UTC).date().isoformat()
+        for totals, key in (
+            (days, (e.user_id, e.metric, day)),
+            (months, (e.user_id, e.metric, day[:7])),
+        ):
+            row = totals.setdefault(key, [0, 0, e.value])
+            row[0] += e.value
+            row[1] += 1
+            row[2] = max(row[2], e.value)
+    for table, column, totals in (("usage_daily", "day", days), ("usage_monthly", "month", months)):
+        raw.executemany(
+            f"INSERT INTO {table} (user_id, metric, {column}, total, events, peak) "  # noqa: S608
+            f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, metric, {column}) DO UPDATE SET "
+            "total = total + excluded.total, events = events + excluded.events, "
+            "peak = max(peak, excluded.peak)",
+            [(*key, *values) for key, values in sorted(totals.items())],
+        )
+    changes = [
+        MonthChange(user, metric, month, total, events, peak, *months[(user, metric, month)])
+        for user, metric, month, total, events, peak in _monthly_rows(raw, sorted(months))
+    ]
+    return len(fresh), changes
+
+
+def _monthly_rows(raw: Any, keys: list[tuple[str, str, str]]) -> Iterable[tuple[Any, ...]]:
+    for start in range(0, len(keys), 300):
+        chunk = keys[start : start + 300]
+        rows = ",".join(["(?, ?, ?)"] * len(chunk))
+        yield from raw.execute(
+            "SELECT user_id, metric, month, total, events, peak FROM usage_monthly "  # noqa: S608
+            f"WHERE (user_id, metric, month) IN (VALUES {rows})",
+            [value for key in chunk for value in key],
+        )
 
 
 def _stored_ids(raw: Any, ids: list[str]) -> Iterable[str]:

@@ -1,4 +1,4 @@
-"""usage metering: the daily peak for `max` meters, and quota alerts
+"""usage metering: the daily peak for `max` meters, monthly totals, and quota alerts
 
 Revision ID: 0002_usage
 Revises: 0001
@@ -18,6 +18,28 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column(
         "usage_daily", sa.Column("peak", sa.BigInteger(), nullable=False, server_default="0")
+    )
+    op.create_table(
+        "usage_monthly",
+        sa.Column("user_id", sa.String(length=255), nullable=False),
+        sa.Column("metric", sa.String(length=64), nullable=False),
+        sa.Column("month", sa.String(length=7), nullable=False),
+        sa.Column("total", sa.BigInteger(), nullable=False),
+        sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.Column("peak", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["saas_users.id"],
+            name=op.f("fk_usage_monthly_user_id_saas_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("user_id", "metric", "month", name=op.f("pk_usage_monthly")),
+    )
+    # Existing daily totals (peak unknown before this revision: 0) become monthly ones.
+    op.execute(
+        "INSERT INTO usage_monthly (user_id, metric, month, total, events, peak) "
+        "SELECT user_id, metric, substr(CAST(day AS TEXT), 1, 7), sum(total), sum(events), 0 "
+        "FROM usage_daily GROUP BY user_id, metric, substr(CAST(day AS TEXT), 1, 7)"
     )
     op.create_table(
         "usage_alerts",
@@ -52,5 +74,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_usage_alerts_pending", table_name="usage_alerts")
     op.drop_table("usage_alerts")
+    op.drop_table("usage_monthly")
     with op.batch_alter_table("usage_daily") as batch_op:
         batch_op.drop_column("peak")
