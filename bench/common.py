@@ -37,7 +37,9 @@ def fresh_database(backend: str, name: str = "meterbill_bench") -> str:
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     else:
-        admin = create_engine(PG_ADMIN.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            PG_ADMIN.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{name}"'))

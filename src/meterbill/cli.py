@@ -35,6 +35,8 @@ def serve(
     """Serve the HTTP API (migrations are applied first)."""
     import uvicorn
 
+    from meterbill.serving import NoDelayH11Protocol
+
     settings = Settings()
     _database(settings).dispose()
     typer.echo(f"meterbill serving on http://{host}:{port} ({settings.database_url})")
@@ -45,6 +47,7 @@ def serve(
         workers=workers,
         log_level="warning",
         proxy_headers=True,
+        http=NoDelayH11Protocol,
     )
 
 
