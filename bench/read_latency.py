@@ -30,7 +30,7 @@ SELECT 'load-' || lpad(i::text, 12, '0'), 'user-' || (i % :users),
        CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
        CASE WHEN i % 3 = 0 THEN i % 1000 ELSE 1 END,
        :start + ((i * 7919) % :span) * interval '1 second', '/v1/things', now()
-FROM generate_series(:low, :high - 1) AS i
+FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i
 """
 _SQLITE_EVENTS = """
 WITH RECURSIVE seq(i) AS (SELECT :low UNION ALL SELECT i + 1 FROM seq WHERE i < :high - 1)

@@ -85,14 +85,19 @@ CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
 _PG_USERS = """
 INSERT INTO saas_users (id, plan, created_at, updated_at)
 SELECT DISTINCT user_id, 'free', %(now)s::timestamptz, %(now)s::timestamptz
-FROM usage_incoming ORDER BY 1
+FROM {source} ORDER BY 1
 ON CONFLICT (id) DO NOTHING
 """
+_STAGED = "usage_incoming"
+_PG_ROW = "(%s::text, %s::text, %s::text, %s::bigint, %s::timestamptz, %s::text)"
+_INLINE = "(VALUES {rows}) AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"
+# Up to this many events go inline in the statement; more are COPied to the staging table.
+_INLINE_MAX = 50
 _PG_RECORD = """
 WITH inserted AS (
     INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
     SELECT event_id, user_id, metric, value, ts, endpoint, %(now)s::timestamptz
-    FROM usage_incoming ORDER BY event_id
+    FROM {source} ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
     RETURNING user_id, metric, date, value
 ), days AS (
@@ -126,18 +131,27 @@ def _record_postgresql(
     session: Session, batch: list[UsageEvent], now: datetime
 ) -> tuple[int, list[MonthChange]]:
     raw: Any = session.connection().connection.driver_connection
+    rows = [(e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint) for e in batch]
     with raw.cursor() as cursor:
-        cursor.execute(_PG_STAGE)
-        columns = "event_id, user_id, metric, value, ts, endpoint"
-        with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
-            for e in batch:
-                copy.write_row((e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint))
-        cursor.execute(_PG_USERS, {"now": now})
-        cursor.execute(_PG_RECORD, {"now": now})
-        rows = cursor.fetchall()
-        cursor.execute("DELETE FROM usage_incoming")  # in case the transaction records again
-    new = int(rows[0][0]) if rows else 0
-    return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in rows]
+        if len(rows) <= _INLINE_MAX:  # one round trip fewer than staging, for consume
+            source = _INLINE.format(rows=", ".join([_PG_ROW] * len(rows)))
+            values = [value for row in rows for value in row]
+            users, record = _PG_USERS.format(source=source), _PG_RECORD.format(source=source)
+            cursor.execute(users.replace("%(now)s", "%s"), [now, now, *values])
+            cursor.execute(record.replace("%(now)s", "%s"), [now, *values])
+            changes = cursor.fetchall()
+        else:
+            cursor.execute(_PG_STAGE)
+            columns = "event_id, user_id, metric, value, ts, endpoint"
+            with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(_PG_USERS.format(source=_STAGED), {"now": now})
+            cursor.execute(_PG_RECORD.format(source=_STAGED), {"now": now})
+            changes = cursor.fetchall()
+            cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
+    new = int(changes[0][0]) if changes else 0
+    return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in changes]
 
 
 def _record_sqlite(
