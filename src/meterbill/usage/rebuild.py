@@ -82,9 +82,11 @@ def rebuild_totals(
         ("usage_monthly", months, stored_months),
     ):
         for key in sorted(stored.keys() | rebuilt.keys()):
-            want = tuple(rebuilt[key]) if key in rebuilt else None
+            figures = rebuilt.get(key)
+            want = (figures[0], figures[1], figures[2]) if figures else None
             if want != stored.get(key):
-                report.drift.append(Drift(table, *key, stored.get(key), want))  # type: ignore[arg-type]
+                user, metric, period = key
+                report.drift.append(Drift(table, user, metric, period, stored.get(key), want))
     if fix and report.drift:
         for item in report.drift:
             _rewrite(session, item)
