@@ -9,8 +9,8 @@ from typing import Any
 
 from meterbill.config import Catalog
 from meterbill.db import Database
-from meterbill.errors import BatchTooLarge, InvalidUsageBatch
 from meterbill.usage.alerts import alerts_for, record_alerts
+from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch
 from meterbill.usage.recording import UsageEvent, record_usage
 
 MAX_BATCH = 10_000

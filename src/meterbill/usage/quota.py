@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from meterbill.auth.models import User
 from meterbill.auth.service import ensure_user
 from meterbill.config import Catalog, Plan
-from meterbill.errors import QuotaExceeded, UnknownMetric
 from meterbill.usage.alerts import Crossing, alerts_for, record_alerts
+from meterbill.usage.errors import QuotaExceeded, UnknownMetric
 from meterbill.usage.models import ConsumptionEvent
 from meterbill.usage.recording import UsageEvent, month_of, record_usage
 from meterbill.usage.service import month_usage, plans_of
