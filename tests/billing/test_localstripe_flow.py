@@ -70,3 +70,30 @@ def test_stripe_webhooks_make_the_user_premium(
         assert status(stripe_service, "flow-user")["plan"] == "free"
     finally:
         stripe_peer.clear_webhooks()
+
+
+def test_checkout_completed_reads_the_subscription_from_stripe(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    """`checkout.session.completed` says nothing of what was bought (and localstripe never
+    sends it: the event is built from Stripe's reference); meterbill asks Stripe for the
+    subscription it names."""
+    from tests import stripe_events as se
+
+    headers = stripe_service.auth("buyer")
+    assert (
+        stripe_service.client.post(
+            "/api/v1/billing/checkout", json={"plan": "pro"}, headers=headers
+        ).status_code
+        == 200
+    )
+    customer = status(stripe_service, "buyer")["stripe_customer_id"]
+    sub_id = _subscribe(stripe_peer, customer, stripe_service.settings.stripe_price_pro or "")
+    completed = se.event(
+        "checkout.session.completed", se.checkout_session(customer, sub_id, "buyer", "pro")
+    )
+    response = stripe_service.post_event(completed)
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    body = status(stripe_service, "buyer")
+    assert body["plan"] == "pro" and body["stripe_subscription_id"] == sub_id
+    assert body["current_period_end"] is not None
