@@ -78,7 +78,7 @@ def create_app(
         if migrate:
             upgrade(db.engine)
         app.state.services = Services(settings, db, StripeGateway(settings), clock)
-        log.info("meterbill ready", extra={"database": db.engine.url.render_as_string()})
+        log.info("meterbill ready", extra={"database": str(db.engine.url)})
         try:
             yield
         finally:

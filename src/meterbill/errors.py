@@ -132,3 +132,12 @@ class NotFound(MeterbillError):
     code = "not_found"
     message_fr = "Ressource introuvable"
     message_en = "Not found"
+
+
+class WebhookFailed(MeterbillError):
+    """Applying an event failed; everything was rolled back and Stripe will retry."""
+
+    status = 500
+    code = "webhook_failed"
+    message_fr = "Erreur interne"
+    message_en = "Internal error"

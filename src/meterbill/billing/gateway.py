@@ -106,8 +106,8 @@ class StripeGateway:
         sub = self.call(
             "subscriptions.retrieve", lambda c: c.v1.subscriptions.retrieve(subscription_id)
         )
-        return sub.to_dict()  # type: ignore[no-any-return]
+        return sub.to_dict()
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         customer = self.call("customers.retrieve", lambda c: c.v1.customers.retrieve(customer_id))
-        return customer.to_dict()  # type: ignore[no-any-return]
+        return customer.to_dict()

@@ -9,7 +9,7 @@ from meterbill.auth.service import lock_user
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.schemas import CheckoutOut, StatusOut
 from meterbill.billing.subscriptions import current_subscription, effective_plan
-from meterbill.config import PAID_PLANS, Catalog, Settings
+from meterbill.config import Catalog, Settings
 from meterbill.db import Database
 from meterbill.errors import (
     AlreadyOnPlan,
@@ -39,7 +39,7 @@ def start_checkout(
     if not gateway.configured:
         raise StripeNotConfigured()
     plan = plan.strip().lower()
-    if plan not in PAID_PLANS:
+    if plan == "free" or plan not in catalog.plans:
         raise InvalidPlan()
     price_id = catalog.plan(plan).stripe_price
     if not price_id:

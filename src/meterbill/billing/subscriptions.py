@@ -70,7 +70,8 @@ def current_subscription(session: Session, user_id: str) -> Subscription | None:
         .order_by(Subscription.start_date.desc(), Subscription.id.desc())
     ).all()
     live = [row for row in rows if row.status in LIVE_STATUSES]
-    return (live or list(rows) or [None])[0]
+    candidates = live or list(rows)
+    return candidates[0] if candidates else None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,12 @@ from meterbill.billing.stripe_objects import (
 from meterbill.billing.subscriptions import refresh_subscription, sync_user_plan
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, insert_for
-from meterbill.errors import InvalidPayload, InvalidSignature, WebhookNotConfigured
+from meterbill.errors import (
+    InvalidPayload,
+    InvalidSignature,
+    WebhookFailed,
+    WebhookNotConfigured,
+)
 from meterbill.invoicing.service import (
     record_failed_payment,
     record_invoice_payment,
@@ -96,8 +101,27 @@ def apply_stripe_event(
 
     Returns the outcome written on the event's row: ``applied``, ``duplicate``,
     ``ignored`` (a type meterbill does not act on), ``unresolved`` (no user could be found)
-    or ``rejected`` (e.g. a price that is not in the catalog).
+    or ``rejected`` (e.g. a price that is not in the catalog). Any failure rolls the
+    whole event back and raises WebhookFailed (500), so that Stripe delivers it again.
     """
+    try:
+        return _record_and_apply(db, settings, catalog, gateway, event, now)
+    except Exception as exc:
+        log.exception(
+            "stripe event failed; rolled back",
+            extra={"event_id": event["id"], "event_type": event["type"]},
+        )
+        raise WebhookFailed() from exc
+
+
+def _record_and_apply(
+    db: Database,
+    settings: Settings,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    event: dict[str, Any],
+    now: datetime,
+) -> str:
     with db.transaction() as session:
         created = event.get("created")
         inserted = session.execute(

@@ -1,0 +1,60 @@
+"""The README's way to run meterbill: `meterbill serve` migrates and serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from meterbill.db import Database
+from meterbill.migrate import current_revision
+from tests.conftest import free_port
+
+
+def test_serve_migrates_then_answers_health_checks(tmp_path: object) -> None:
+    database_url = f"sqlite:///{tmp_path}/fresh.db"
+    port = free_port()
+    env = {**os.environ, "METERBILL_DATABASE_URL": database_url, "METERBILL_JWT_SECRET": "x" * 32}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterbill", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "meterbill serve never answered"
+                time.sleep(0.2)
+        assert ready.json() == {"status": "ready"}
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        db = Database(database_url)
+        assert current_revision(db.engine) is not None
+        db.dispose()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_migrate_is_idempotent(database_url: str) -> None:
+    env = {**os.environ, "METERBILL_DATABASE_URL": database_url}
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "meterbill", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "database at revision" in result.stdout
