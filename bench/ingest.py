@@ -18,7 +18,7 @@ import httpx
 from bench.common import api_key, banner, fresh_database, meterbill
 
 
-def batches(total: int, size: int, users: int) -> list[bytes]:
+def batches(total: int, size: int, users: int, spread: int = 600) -> list[bytes]:
     now = datetime.now(UTC)
     bodies = []
     for start in range(0, total, size):
@@ -28,7 +28,7 @@ def batches(total: int, size: int, users: int) -> list[bytes]:
                 "user_id": f"user-{random.randrange(users)}",
                 "metric": "api_calls" if i % 3 else "tokens",
                 "value": 1 if i % 3 else random.randrange(1, 2000),
-                "timestamp": (now - timedelta(seconds=random.randrange(86_400))).isoformat(),
+                "timestamp": (now - timedelta(seconds=random.randrange(spread))).isoformat(),
                 "endpoint": "/v1/things",
             }
             for i in range(start, min(start + size, total))
@@ -76,14 +76,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--users", type=int, default=500)
+    parser.add_argument(
+        "--spread", type=int, default=600, help="timestamps within this many seconds of now"
+    )
     args = parser.parse_args()
     banner("ingestion", args.backend)
     url = fresh_database(args.backend, "meterbill_bench_ingest")
     key = api_key(url)
-    bodies = batches(args.events, args.batch, args.users)
+    bodies = batches(args.events, args.batch, args.users, args.spread)
     print(
         f"{args.events} events in batches of {args.batch}, {args.users} users, "
-        f"{args.clients} clients, {args.workers} uvicorn workers",
+        f"{args.clients} clients, {args.workers} uvicorn workers, "
+        f"timestamps within {args.spread} s of now",
         flush=True,
     )
     with meterbill(url, workers=args.workers) as base:

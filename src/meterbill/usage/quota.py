@@ -107,10 +107,10 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
     ingestion's foreign-key checks do not wait for), so consumers of one user queue.
     """
     _require_metric(catalog, event.metric)
-    ensure_user(session, event.user_id)
-    session.execute(
-        select(User.id).where(User.id == event.user_id).with_for_update(key_share=True)
-    ).one()
+    lock = select(User.id).where(User.id == event.user_id).with_for_update(key_share=True)
+    if session.execute(lock).first() is None:
+        ensure_user(session, event.user_id)
+        session.execute(lock).one()
     plan = plans_of(session, catalog, [event.user_id], now)[event.user_id]
     month = month_of(now)
     used = month_usage(session, catalog.meters, event.user_id, month).get(event.metric, 0)
@@ -123,7 +123,7 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
     after = _after(catalog, event, used)
     if limit is not None and plan.on_limit == "block" and after > limit:
         raise QuotaExceeded(event.metric, used, limit)
-    recorded = record_usage(session, [event], now)
+    recorded = record_usage(session, [event], now, users_exist=True)
     found = alerts_for(session, catalog, recorded.months, now)
     record_alerts(session, found, now)
     return Consumed(quota_for(event.user_id, plan, event.metric, after), False, found)

@@ -54,9 +54,12 @@ class Recorded:
     months: list[MonthChange] = field(default_factory=list)
 
 
-def record_usage(session: Session, events: Sequence[UsageEvent], now: datetime) -> Recorded:
-    """Store the events not seen before and add them to the daily totals, in the session's
-    transaction. An id already stored, or repeated in the batch, counts once."""
+def record_usage(
+    session: Session, events: Sequence[UsageEvent], now: datetime, *, users_exist: bool = False
+) -> Recorded:
+    """Store the events not seen before and add them to the daily and monthly totals, in the
+    session's transaction. An id already stored, or repeated in the batch, counts once.
+    Unknown users are created, unless the caller says they all exist (`users_exist`)."""
     unique: dict[str, UsageEvent] = {}
     for event in events:
         unique.setdefault(event.id, event)
@@ -64,9 +67,9 @@ def record_usage(session: Session, events: Sequence[UsageEvent], now: datetime) 
     if not batch:
         return Recorded()
     if session.get_bind().dialect.name == "postgresql":
-        new, months = _record_postgresql(session, batch, now)
+        new, months = _record_postgresql(session, batch, now, users_exist)
     else:
-        new, months = _record_sqlite(session, batch, now)
+        new, months = _record_sqlite(session, batch, now, users_exist)
     return Recorded(new=new, duplicates=len(events) - new, months=months)
 
 
@@ -128,7 +131,7 @@ FROM months JOIN added USING (user_id, metric, month)
 
 
 def _record_postgresql(
-    session: Session, batch: list[UsageEvent], now: datetime
+    session: Session, batch: list[UsageEvent], now: datetime, users_exist: bool
 ) -> tuple[int, list[MonthChange]]:
     raw: Any = session.connection().connection.driver_connection
     rows = [(e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint) for e in batch]
@@ -137,7 +140,8 @@ def _record_postgresql(
             source = _INLINE.format(rows=", ".join([_PG_ROW] * len(rows)))
             values = [value for row in rows for value in row]
             users, record = _PG_USERS.format(source=source), _PG_RECORD.format(source=source)
-            cursor.execute(users.replace("%(now)s", "%s"), [now, now, *values])
+            if not users_exist:
+                cursor.execute(users.replace("%(now)s", "%s"), [now, now, *values])
             cursor.execute(record.replace("%(now)s", "%s"), [now, *values])
             changes = cursor.fetchall()
         else:
@@ -146,7 +150,8 @@ def _record_postgresql(
             with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(_PG_USERS.format(source=_STAGED), {"now": now})
+            if not users_exist:
+                cursor.execute(_PG_USERS.format(source=_STAGED), {"now": now})
             cursor.execute(_PG_RECORD.format(source=_STAGED), {"now": now})
             changes = cursor.fetchall()
             cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
@@ -155,11 +160,11 @@ def _record_postgresql(
 
 
 def _record_sqlite(
-    session: Session, batch: list[UsageEvent], now: datetime
+    session: Session, batch: list[UsageEvent], now: datetime, users_exist: bool
 ) -> tuple[int, list[MonthChange]]:
     raw: Any = session.connection().connection.driver_connection
     stamp = now.astimezone(UTC).strftime(_SQLITE_TIME)
-    users = sorted({e.user_id for e in batch})
+    users = [] if users_exist else sorted({e.user_id for e in batch})
     raw.executemany(
         "INSERT INTO saas_users (id, plan, created_at, updated_at) VALUES (?, 'free', ?, ?) "
         "ON CONFLICT (id) DO NOTHING",
