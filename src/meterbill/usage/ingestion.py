@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +10,7 @@ from meterbill.config import Catalog
 from meterbill.db import Database
 from meterbill.usage.alerts import alerts_for, record_alerts
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch
-from meterbill.usage.recording import UsageEvent, record_usage
+from meterbill.usage.recording import WRITE_GATE, UsageEvent, record_usage
 
 MAX_BATCH = 10_000
 MAX_AGE = timedelta(days=35)
@@ -98,16 +97,9 @@ def parse_timestamp(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
-# Batches from one process are written one at a time: concurrent batches lock the same
-# rollup rows (every user's total for today), and past one writer per core they spend more
-# time waiting on each other than writing (bench/ingest.py: 8 concurrent writers on 2 cores
-# gave a third of the throughput of 2). Run one API process per core.
-_WRITER = threading.Lock()
-
-
 def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: datetime) -> IngestResult:
     """Record a validated batch and the alerts it caused, in one transaction."""
-    with _WRITER, db.transaction() as session:
+    with WRITE_GATE, db.transaction() as session:
         recorded = record_usage(session, events, now)
         alerts = record_alerts(session, alerts_for(session, catalog, recorded.months, now), now)
     return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)

@@ -8,6 +8,7 @@ blocking plan is never pushed past its limit.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,10 +18,11 @@ from sqlalchemy.orm import Session
 from meterbill.auth.models import User
 from meterbill.auth.service import ensure_user
 from meterbill.config import Catalog, Plan
+from meterbill.db import Database
 from meterbill.usage.alerts import Crossing, alerts_for, record_alerts
 from meterbill.usage.errors import QuotaExceeded, UnknownMetric
 from meterbill.usage.models import ConsumptionEvent
-from meterbill.usage.recording import UsageEvent, month_of, record_usage
+from meterbill.usage.recording import WRITE_GATE, UsageEvent, month_of, record_usage
 from meterbill.usage.service import month_usage, plans_of
 
 SOFT_HEADER = "soft_limit_warning"
@@ -136,3 +138,9 @@ def _after(catalog: Catalog, event: UsageEvent, used: int) -> int:
     if aggregation == "max":
         return max(used, event.value)
     return used + event.value
+
+
+def consume_now(db: Database, catalog: Catalog, event: UsageEvent, now: datetime) -> Consumed:
+    """`consume` in a transaction of its own (behind the SQLite write gate)."""
+    with WRITE_GATE if db.sqlite else nullcontext(), db.transaction() as session:
+        return consume(session, catalog, event, now)

@@ -10,6 +10,7 @@ has one writer at a time, the same work is a few `executemany` calls.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -18,6 +19,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
+
+# Batches from one process are written one at a time: concurrent batches lock the same
+# rollup rows (every user's total for today), and past one writer per core they spend more
+# time waiting on each other than writing (bench/ingest.py: 8 concurrent writers on 2 cores
+# gave half the throughput of 2). Run one API process per core. On SQLite every write
+# takes this gate: threads queue on it instead of in SQLite's sleeping busy handler, whose
+# back-off put 100+ ms on the slowest consumes.
+WRITE_GATE = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
 from meterbill.usage.ingestion import MAX_BATCH, ingest, parse_events
-from meterbill.usage.quota import check_quota, consume
+from meterbill.usage.quota import check_quota, consume_now
 from meterbill.usage.schemas import ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, monthly_consumption
 
@@ -167,8 +167,7 @@ def consume_usage(
     item.setdefault("id", f"consume-{uuid.uuid4()}")
     item.setdefault("timestamp", now.isoformat())
     (event,) = parse_events([item], services.catalog, now)
-    with services.db.transaction() as session:
-        consumed = consume(session, services.catalog, event, now)
+    consumed = consume_now(services.db, services.catalog, event, now)
     if consumed.quota.alert:
         response.headers["X-Billing-Alert"] = consumed.quota.alert
     return {**consumed.quota.body(), "id": event.id, "duplicate": consumed.duplicate}
