@@ -170,4 +170,7 @@ def consume_usage(
     consumed = consume_now(services.db, services.catalog, event, now)
     if consumed.quota.alert:
         response.headers["X-Billing-Alert"] = consumed.quota.alert
-    return {**consumed.quota.body(), "id": event.id, "duplicate": consumed.duplicate}
+    # `allowed` answers for this consumption (recorded, or recorded before: `duplicate`);
+    # `used`, `remaining` and `alert` are the month as it now stands.
+    body = consumed.quota.body()
+    return {**body, "allowed": True, "id": event.id, "duplicate": consumed.duplicate}
