@@ -107,6 +107,38 @@ def _outcome(response: httpx.Response) -> dict[str, Any] | None:
     return dict(body) if isinstance(body, dict) else {"body": body}
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One API call, built once so every retry sends exactly the same request."""
+
+    method: str
+    path: str
+    options: dict[str, Any]
+
+
+def _events_call(events: Iterable[Mapping[str, Any]]) -> _Call:
+    return _Call("POST", "/api/v1/usage/events", {"json": {"events": _with_ids(events)}})
+
+
+def _check_call(user_id: str, metric: str) -> _Call:
+    return _Call("GET", "/api/v1/usage/check", {"params": {"user_id": user_id, "metric": metric}})
+
+
+def _consume_call(user_id: str, metric: str, value: int, event_id: str | None) -> _Call:
+    body = {"id": event_id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
+    return _Call("POST", "/api/v1/usage/consume", {"json": {**body, "value": value}})
+
+
+def _ingested(body: Mapping[str, Any]) -> Ingested:
+    return Ingested(body["received"], body["new"], body["duplicates"])
+
+
+def _consumed(body: Mapping[str, Any]) -> QuotaStatus:
+    if body.get("code") == "hard_limit_reached":  # the 429: nothing was recorded
+        return QuotaStatus(False, int(body.get("used", 0)), body.get("limit"), 0, body["code"])
+    return QuotaStatus.from_body(body)
+
+
 class _Settings:
     def __init__(self, base_url: str, api_key: str, timeout: float, retries: int, backoff: float):
         self.base_url = base_url.rstrip("/")
@@ -137,44 +169,35 @@ class MeterbillClient:
             transport=transport,
         )
 
-    def _call(self, method: str, path: str, retries: int | None = None, **kw: Any) -> Any:
+    def _call(self, call: _Call, retries: int | None = None) -> Any:
         attempts = (self._s.retries if retries is None else retries) + 1
         for attempt in range(attempts):
             try:
-                body = _outcome(self._http.request(method, path, **kw))
+                body = _outcome(self._http.request(call.method, call.path, **call.options))
                 if body is not None:
                     return body
             except httpx.TransportError:
                 pass
             if attempt + 1 < attempts:
                 time.sleep(_delay(attempt, self._s.backoff))
-        raise MeterbillUnavailable(f"{method} {path} failed {attempts} time(s)")
+        raise MeterbillUnavailable(f"{call.method} {call.path} failed {attempts} time(s)")
 
     def send_events(
         self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None
     ) -> Ingested:
         """Record events (ids are added where missing, once, before any attempt)."""
-        batch = _with_ids(events)
-        body = self._call("POST", "/api/v1/usage/events", retries, json={"events": batch})
-        return Ingested(body["received"], body["new"], body["duplicates"])
+        return _ingested(self._call(_events_call(events), retries))
 
     def check(
         self, user_id: str, metric: str = "api_calls", *, retries: int | None = None
     ) -> QuotaStatus:
-        body = self._call(
-            "GET", "/api/v1/usage/check", retries, params={"user_id": user_id, "metric": metric}
-        )
-        return QuotaStatus.from_body(body)
+        return QuotaStatus.from_body(self._call(_check_call(user_id, metric), retries))
 
     def consume(
         self, user_id: str, metric: str = "api_calls", value: int = 1, *, id: str | None = None
     ) -> QuotaStatus:
         """Check and record at once; `allowed` is False (nothing recorded) at a hard limit."""
-        payload = {"id": id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
-        body = self._call("POST", "/api/v1/usage/consume", json={**payload, "value": value})
-        if body.get("code") == "hard_limit_reached":
-            return QuotaStatus(False, int(body.get("used", 0)), body.get("limit"), 0, body["code"])
-        return QuotaStatus.from_body(body)
+        return _consumed(self._call(_consume_call(user_id, metric, value, id)))
 
     def close(self) -> None:
         self._http.close()
@@ -207,42 +230,33 @@ class AsyncMeterbillClient:
             transport=transport,
         )
 
-    async def _call(self, method: str, path: str, retries: int | None = None, **kw: Any) -> Any:
+    async def _call(self, call: _Call, retries: int | None = None) -> Any:
         attempts = (self._s.retries if retries is None else retries) + 1
         for attempt in range(attempts):
             try:
-                body = _outcome(await self._http.request(method, path, **kw))
+                body = _outcome(await self._http.request(call.method, call.path, **call.options))
                 if body is not None:
                     return body
             except httpx.TransportError:
                 pass
             if attempt + 1 < attempts:
                 await asyncio.sleep(_delay(attempt, self._s.backoff))
-        raise MeterbillUnavailable(f"{method} {path} failed {attempts} time(s)")
+        raise MeterbillUnavailable(f"{call.method} {call.path} failed {attempts} time(s)")
 
     async def send_events(
         self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None
     ) -> Ingested:
-        batch = _with_ids(events)
-        body = await self._call("POST", "/api/v1/usage/events", retries, json={"events": batch})
-        return Ingested(body["received"], body["new"], body["duplicates"])
+        return _ingested(await self._call(_events_call(events), retries))
 
     async def check(
         self, user_id: str, metric: str = "api_calls", *, retries: int | None = None
     ) -> QuotaStatus:
-        body = await self._call(
-            "GET", "/api/v1/usage/check", retries, params={"user_id": user_id, "metric": metric}
-        )
-        return QuotaStatus.from_body(body)
+        return QuotaStatus.from_body(await self._call(_check_call(user_id, metric), retries))
 
     async def consume(
         self, user_id: str, metric: str = "api_calls", value: int = 1, *, id: str | None = None
     ) -> QuotaStatus:
-        payload = {"id": id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
-        body = await self._call("POST", "/api/v1/usage/consume", json={**payload, "value": value})
-        if body.get("code") == "hard_limit_reached":
-            return QuotaStatus(False, int(body.get("used", 0)), body.get("limit"), 0, body["code"])
-        return QuotaStatus.from_body(body)
+        return _consumed(await self._call(_consume_call(user_id, metric, value, id)))
 
     async def aclose(self) -> None:
         await self._http.aclose()
