@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -103,3 +104,12 @@ def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: dateti
         recorded = record_usage(session, events, now)
         alerts = record_alerts(session, alerts_for(session, catalog, recorded.months, now), now)
     return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)
+
+
+def ingest_document(db: Database, catalog: Catalog, document: bytes, now: datetime) -> IngestResult:
+    """`ingest` for the JSON body of the ingestion API: parsed, validated as a whole, stored."""
+    try:
+        payload = json.loads(document)
+    except ValueError:
+        payload = None
+    return ingest(db, catalog, parse_events(payload, catalog, now), now)

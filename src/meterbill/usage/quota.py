@@ -1,7 +1,7 @@
 """Quota decisions: may this user consume this metric now, and the atomic check-and-record.
 
-A decision reads the month's totals from the per-day rollups, so it costs the same at ten
-thousand or ten million stored events. `consume` holds the user's row lock while it checks
+A decision reads one monthly total per metric, so it costs the same at ten thousand or ten
+million stored events. `consume` holds the user's row lock while it checks
 and records, so concurrent consumers of one user are applied one after the other and a
 blocking plan is never pushed past its limit.
 """
