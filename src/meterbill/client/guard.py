@@ -101,7 +101,7 @@ class QuotaGuard:
         """The user's standing (None when meterbill cannot say)."""
         entry = self._fresh(user_id)
         if entry is None:
-            self._store(user_id, self._ask(lambda: self._check.check(user_id, self.metric)))
+            self._store(user_id, self._ask(user_id))
             entry = self._cache[user_id]
         return local_status(entry.status, entry.since) if entry.status else None
 
@@ -121,10 +121,9 @@ class QuotaGuard:
             entry = self._cache[user_id]
         return local_status(entry.status, entry.since) if entry.status else None
 
-    @staticmethod
-    def _ask(check: Callable[[], QuotaStatus]) -> QuotaStatus | None:
+    def _ask(self, user_id: str) -> QuotaStatus | None:
         try:
-            return check()
+            return self._check.check(user_id, self.metric)
         except (MeterbillUnavailable, MeterbillClientError) as exc:
             log.warning("meterbill check failed, letting the request through: %s", exc)
             return None

@@ -1,11 +1,13 @@
-"""Recording usage events in bulk: raw rows for audit, per-day totals for reads.
+"""Recording usage events in bulk: raw rows for audit, daily and monthly totals for reads.
 
-Both happen in the caller's transaction, so totals never disagree with the raw events.
-On PostgreSQL a batch is COPied into a temporary table, then one statement inserts the
-events whose id is new (`ON CONFLICT DO NOTHING RETURNING`) and folds exactly those into
-the daily totals. Rows are written in key order (event id, then user/metric/day) so that
-concurrent batches take their locks in the same order and never deadlock. On SQLite, which
-has one writer at a time, the same work is a few `executemany` calls.
+All of it happens in the caller's transaction, so totals never disagree with the raw
+events. On PostgreSQL a batch is COPied into a temporary table (small batches are inlined
+as VALUES instead), then one statement inserts the events whose id is new (`ON CONFLICT DO
+NOTHING RETURNING`), folds exactly those into the daily and monthly totals, and returns the
+monthly totals as they now stand (alerts are decided from them). Rows are written in key
+order (event id, then user/metric/period) so that concurrent batches take their locks in
+the same order and never deadlock. On SQLite, which has one writer at a time, the same work
+is a few `executemany` calls.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLit
 # Batches from one process are written one at a time: concurrent batches lock the same
 # rollup rows (every user's total for today), and past one writer per core they spend more
 # time waiting on each other than writing (bench/ingest.py: 8 concurrent writers on 2 cores
-# gave half the throughput of 2). Run one API process per core. On SQLite every write
+# gave a third of the throughput of 2). Run one API process per core. On SQLite every write
 # takes this gate: threads queue on it instead of in SQLite's sleeping busy handler, whose
 # back-off put 100+ ms on the slowest consumes.
 WRITE_GATE = threading.Lock()
