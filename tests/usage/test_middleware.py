@@ -3,6 +3,7 @@ uvicorn) talking to a running meterbill, including while meterbill is down."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -121,7 +122,12 @@ def test_flask_app_is_metered_warned_and_blocked(make_metering: Callable[..., Me
 def test_events_wait_while_meterbill_is_down_then_arrive(
     make_service: Callable[..., Service], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = free_port()
+    # The address meterbill will have: bound but not listening, so connections are refused
+    # (meterbill is down) and no other process can take the port meanwhile.
+    reserved = socket.socket()
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
     db = Database(database_url)
     key = api_key_for(db)
     app = flask_host([])
@@ -136,9 +142,10 @@ def test_events_wait_while_meterbill_is_down_then_arrive(
     assert middleware.guard.buffer.pending == 4
     assert endpoints_of(db, "gus") == []
 
+    reserved.close()
     monkeypatch.setattr(tests.conftest, "free_port", lambda: port)
     make_service()  # meterbill comes up on the address the middleware knows
-    wait_until(lambda: len(endpoints_of(db, "gus")) == 4)
+    wait_until(lambda: len(endpoints_of(db, "gus")) == 4, timeout=20)
     assert middleware.guard.buffer.pending == 0
     middleware.close()
     assert len(endpoints_of(db, "gus")) == 4
