@@ -76,6 +76,17 @@ def fan_out(db: Database, settings: Settings, event: dict[str, Any]) -> int:
     return len(targets)
 
 
+_client: httpx.Client | None = None
+
+
+def _http() -> httpx.Client:
+    """One client per process: connections (and TLS setup) are reused across deliveries."""
+    global _client
+    if _client is None:
+        _client = httpx.Client(follow_redirects=False)
+    return _client
+
+
 def signature_header(payload: bytes, secret: str, timestamp: int) -> str:
     signed = str(timestamp).encode() + b"." + payload
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
@@ -95,7 +106,7 @@ def deliver(settings: Settings, url: str, event: dict[str, Any], now: datetime) 
         SIGNATURE_HEADER: signature_header(body, settings.webhook_secret, int(now.timestamp())),
     }
     try:
-        response = httpx.post(
+        response = _http().post(
             url, content=body, headers=headers, timeout=settings.webhook_timeout_seconds
         )
     except httpx.HTTPError as exc:
