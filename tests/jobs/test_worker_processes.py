@@ -34,7 +34,7 @@ def test_worker_killed_mid_job_leaves_it_to_be_completed_once(
     receiver.hold_next.set()  # the first delivery hangs: the worker is mid-job
     first = start_worker("worker-a", METERBILL_WEBHOOK_URLS=receiver.url)
     wait_for(lambda: receiver.deliveries, what="the first delivery")
-    delivery = [job for job in _jobs(db) if job.kind == WEBHOOK_DELIVERY][0]
+    delivery = next(job for job in _jobs(db) if job.kind == WEBHOOK_DELIVERY)
     assert (delivery.status, delivery.locked_by) == ("running", "worker-a#1")
 
     first.send_signal(signal.SIGKILL)
