@@ -92,9 +92,9 @@ TEMPLATES: dict[str, dict[str, Template]] = {
     },
     "quota_alert": {
         "fr": Template(
-            "Vous avez utilisé {level} % de votre quota de {metric}",
+            "Vous avez utilisé {level} % de votre quota ({metric})",
             "Bonjour,\n\n"
-            "Votre consommation de {metric} pour {month} a atteint {level} % de la limite "
+            "Votre consommation ({metric}) pour {month} a atteint {level} % de la limite "
             "de votre plan.\n{quota_line_fr}\n\n"
             "Pour relever vos limites, changez de plan : {upgrade_url}\n\n"
             "Merci,\nL'équipe facturation\n",
