@@ -26,7 +26,7 @@ def fan_out_webhook(ctx: JobContext) -> int:
 
 
 def deliver_webhook(ctx: JobContext) -> None:
-    deliver(ctx.settings, ctx.job.payload["url"], ctx.job.payload["event"], ctx.now)
+    deliver(ctx.settings, ctx.job.payload["url"], ctx.job.payload["event"])
 
 
 def end_grace_periods(ctx: JobContext) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -93,8 +94,12 @@ def signature_header(payload: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def deliver(settings: Settings, url: str, event: dict[str, Any], now: datetime) -> None:
-    """POST the event, signed at the time of sending; raises unless the receiver says 2xx."""
+def deliver(settings: Settings, url: str, event: dict[str, Any]) -> None:
+    """POST the event, signed at the time of sending; raises unless the receiver says 2xx.
+
+    The signature's timestamp is the wall clock's, whatever clock the worker runs business
+    rules on: the receiver checks it against its own clock.
+    """
     if not settings.webhook_secret:
         raise WebhookSecretMissing("METERBILL_WEBHOOK_SECRET is not set")
     body = json.dumps(event, separators=(",", ":")).encode()
@@ -103,7 +108,7 @@ def deliver(settings: Settings, url: str, event: dict[str, Any], now: datetime) 
         "User-Agent": "meterbill-webhooks/1",
         "Meterbill-Event-Id": str(event["id"]),
         "Meterbill-Event-Type": str(event["type"]),
-        SIGNATURE_HEADER: signature_header(body, settings.webhook_secret, int(now.timestamp())),
+        SIGNATURE_HEADER: signature_header(body, settings.webhook_secret, int(time.time())),
     }
     try:
         response = _http().post(
