@@ -35,12 +35,12 @@ WEBHOOK_SECRET = "mb_whsec_test"
 
 
 class _Inbox:
-    """aiosmtpd handler that keeps every message it accepted; `hold` stalls a session at
-    RCPT until released (a slow server, to kill a worker in the middle of sending)."""
+    """aiosmtpd handler that keeps every message it accepted; `hold_next` stalls the next
+    session at RCPT until `release` (a slow server, to kill a worker while it sends)."""
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
-        self.hold = threading.Event()
+        self.hold_next = threading.Event()
         self.release = threading.Event()
         self.sessions = 0
 
@@ -48,8 +48,10 @@ class _Inbox:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.sessions += 1
-        while self.hold.is_set() and not self.release.is_set():
-            await asyncio.sleep(0.02)
+        if self.hold_next.is_set():
+            self.hold_next.clear()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

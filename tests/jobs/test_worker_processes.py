@@ -11,11 +11,13 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import func, select
 
+from meterbill.auth.service import lock_user
 from meterbill.db import Database
 from meterbill.jobs.models import Job
 from meterbill.jobs.queue import enqueue
+from meterbill.notify.service import notify_quota_alert
 from meterbill.notify.webhooks import WEBHOOK_DELIVERY, emit_webhook
-from tests.jobs.conftest import Receiver, wait_for
+from tests.jobs.conftest import Receiver, SmtpServer, wait_for
 
 Start = Callable[..., subprocess.Popen[bytes]]
 
@@ -54,6 +56,35 @@ def test_worker_killed_mid_job_leaves_it_to_be_completed_once(
     assert (done.status, done.attempts, done.locked_by) == ("done", 2, "worker-b#2")
     time.sleep(0.5)
     assert len(receiver.acknowledged()) == 1
+    db.dispose()
+
+
+def test_worker_killed_while_sending_an_email_sends_it_once_after_restart(
+    database_url: str, smtp: SmtpServer, start_worker: Start
+) -> None:
+    db = Database(database_url)
+    with db.transaction() as session:
+        lock_user(session, "u1", "u1@example.com")
+        notify_quota_alert(session, "u1", "tokens", 100, "2026-11")
+    smtp.inbox.hold_next.set()  # the SMTP server stalls the first session
+    first = start_worker("worker-a", METERBILL_SMTP_URL=smtp.url)
+    wait_for(lambda: smtp.inbox.sessions, what="the first SMTP session")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    start_worker("worker-b", METERBILL_SMTP_URL=smtp.url)
+
+    wait_for(lambda: smtp.messages, what="the email to be sent after the lease")
+    email = next(job for job in _jobs(db) if job.kind == "email.send")
+    wait_for(
+        lambda: next(j for j in _jobs(db) if j.id == email.id).status == "done",
+        what="the email job to be done",
+    )
+    time.sleep(0.5)
+    assert len(smtp.messages) == 1
+    assert smtp.messages[0]["Subject"] == "Vous avez utilisé 100 % de votre quota (jetons)"
+    assert smtp.inbox.sessions == 2
+    done = next(job for job in _jobs(db) if job.id == email.id)
+    assert (done.status, done.attempts, done.locked_by) == ("done", 2, "worker-b#2")
     db.dispose()
 
 
