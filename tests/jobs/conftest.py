@@ -48,6 +48,8 @@ class _Inbox:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.sessions += 1
+        if address.startswith("bounce"):
+            return "550 5.1.1 No such mailbox"
         if self.hold_next.is_set():
             self.hold_next.clear()
             while not self.release.is_set():

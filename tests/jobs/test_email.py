@@ -179,3 +179,16 @@ def test_user_without_address_gets_no_email_and_the_job_ends(
     assert not smtp.messages and _email_jobs(jobs)[0].status == "done"
     with jobs.db.reading() as session:
         assert session.get_one(User, "nomail").locale == "fr"  # the default language
+
+
+def test_a_refused_address_parks_the_email_at_once(
+    make_jobs: Callable[..., Jobs], smtp: SmtpServer
+) -> None:
+    jobs = make_jobs(smtp_url=smtp.url)
+    _add_user(jobs, "u1", "en", email="bounce@example.com")
+    with jobs.db.transaction() as session:
+        notify_quota_alert(session, "u1", "tokens", 80, "2026-11")
+    jobs.run()
+    [job] = _email_jobs(jobs)
+    assert (job.status, job.attempts) == ("failed", 1)  # a 5xx will not change on retry
+    assert "550" in (job.last_error or "") and not smtp.messages

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from meterbill.cli import app
 from meterbill.jobs.models import Job
-from meterbill.jobs.queue import claim_next, enqueue, mark_done
-from meterbill.jobs.worker import JobContext, PermanentJobError, Worker
+from meterbill.jobs.queue import PermanentJobError, claim_next, enqueue, mark_done
+from meterbill.jobs.worker import JobContext, Worker
 from tests.jobs.conftest import Jobs
 
 

@@ -29,6 +29,11 @@ BACKOFF_CAP_SECONDS = 3600.0
 DEFAULT_MAX_ATTEMPTS = 10
 
 
+class PermanentJobError(Exception):
+    """Retrying cannot help (bad payload, refused address, missing configuration): the
+    job is parked at once for an operator."""
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int

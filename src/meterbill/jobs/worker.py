@@ -20,16 +20,17 @@ from meterbill.billing.gateway import StripeGateway
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, utcnow
 from meterbill.jobs import queue
-from meterbill.jobs.queue import ClaimedJob
+from meterbill.jobs.queue import ClaimedJob, PermanentJobError
 from meterbill.notify.webhooks import WebhookSecretMissing
 
 log = logging.getLogger("meterbill.worker")
 # Errors that retrying cannot fix: a malformed payload, a missing setting.
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (WebhookSecretMissing, LookupError, ValueError)
-
-
-class PermanentJobError(Exception):
-    """Retrying cannot help (bad payload, missing configuration): park the job now."""
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    PermanentJobError,
+    WebhookSecretMissing,
+    LookupError,
+    ValueError,
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Worker:
                     )
                 )
         except Exception as exc:
-            permanent = isinstance(exc, (PermanentJobError, *PERMANENT_ERRORS))
+            permanent = isinstance(exc, PERMANENT_ERRORS)
             status = queue.mark_failed(
                 self.db, job, self.clock(), f"{type(exc).__name__}: {exc}", permanent=permanent
             )

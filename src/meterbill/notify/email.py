@@ -81,7 +81,11 @@ def build_message(
 
 
 def send_message(smtp_url: str, message: EmailMessage) -> None:
-    """Hand the message to the SMTP server; raises if it is not accepted."""
+    """Hand the message to the SMTP server; raises only if it was not accepted.
+
+    Once the server has taken the message, a failure to say goodbye (QUIT) is ignored:
+    raising then would have the job retried and the email sent twice.
+    """
     server = parse_smtp_url(smtp_url)
     client: smtplib.SMTP
     if server.tls:
@@ -93,9 +97,23 @@ def send_message(smtp_url: str, message: EmailMessage) -> None:
         )
     else:
         client = smtplib.SMTP(server.host, server.port, timeout=SMTP_TIMEOUT_SECONDS)
-    with client:
+    try:
         if server.starttls:
             client.starttls(context=ssl.create_default_context())
         if server.username:
             client.login(server.username, server.password or "")
         client.send_message(message)
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()
+
+
+def is_permanent_refusal(exc: BaseException) -> bool:
+    """A 5xx answer (unknown mailbox, refused sender): sending again cannot help."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= exc.smtp_code < 600
+    return False

@@ -18,9 +18,14 @@ from meterbill.auth.models import User
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
-from meterbill.jobs.queue import ClaimedJob, enqueue
+from meterbill.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from meterbill.notify import templates
-from meterbill.notify.email import build_message, message_id_for, send_message
+from meterbill.notify.email import (
+    build_message,
+    is_permanent_refusal,
+    message_id_for,
+    send_message,
+)
 from meterbill.notify.webhooks import emit_webhook
 
 log = logging.getLogger("meterbill.notify")
@@ -226,5 +231,10 @@ def send_email_job(db: Database, settings: Settings, job: ClaimedJob) -> str:
         message_id=message_id_for(job.dedupe_key or f"job:{job.id}", settings.email_from),
         attachments=attachments,
     )
-    send_message(settings.smtp_url, message)
+    try:
+        send_message(settings.smtp_url, message)
+    except Exception as exc:
+        if is_permanent_refusal(exc):
+            raise PermanentJobError(f"SMTP refused the email: {exc}") from exc
+        raise
     return "sent"
