@@ -192,3 +192,14 @@ def test_a_refused_address_parks_the_email_at_once(
     [job] = _email_jobs(jobs)
     assert (job.status, job.attempts) == ("failed", 1)  # a 5xx will not change on retry
     assert "550" in (job.last_error or "") and not smtp.messages
+
+
+def test_the_token_locale_claim_sets_the_language_of_emails(service: Service) -> None:
+    headers = service.auth("u-en", email="en@example.com", locale="en-GB")
+    assert service.client.get("/api/v1/billing/status", headers=headers).status_code == 200
+    with service.db.reading() as session:
+        assert session.get_one(User, "u-en").locale == "en"
+    service.client.get("/api/v1/billing/status", headers=service.auth("u-en", locale="fr"))
+    service.client.get("/api/v1/billing/status", headers=service.auth("u-en"))  # no claim
+    with service.db.reading() as session:
+        assert session.get_one(User, "u-en").locale == "fr"
