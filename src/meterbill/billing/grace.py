@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.service import lock_user
@@ -19,7 +19,8 @@ from meterbill.notify.service import notify_grace_ended
 log = logging.getLogger("meterbill.grace")
 
 
-def _expired(now: datetime):  # type: ignore[no-untyped-def]
+def _expired(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Past due, grace period over, and that grace period not acted on yet."""
     return (
         Subscription.status == "past_due",
         Subscription.grace_period_end <= now,
