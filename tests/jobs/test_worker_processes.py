@@ -71,9 +71,11 @@ def test_worker_killed_while_sending_an_email_sends_it_once_after_restart(
     wait_for(lambda: smtp.inbox.sessions, what="the first SMTP session")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    killed_at = time.monotonic()
     start_worker("worker-b", METERBILL_SMTP_URL=smtp.url)
 
     wait_for(lambda: smtp.messages, what="the email to be sent after the lease")
+    assert time.monotonic() - killed_at >= 1.5  # not before the dead worker's lease ran out
     email = next(job for job in _jobs(db) if job.kind == "email.send")
     wait_for(
         lambda: next(j for j in _jobs(db) if j.id == email.id).status == "done",
