@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 import stripe
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -21,6 +22,14 @@ from tests import stripe_events as se
 from tests.conftest import Service
 from tests.jobs.conftest import Jobs
 from tests.stripe_peer import StripePeer
+
+
+@pytest.fixture
+def client(stripe_peer: StripePeer) -> stripe.StripeClient:
+    """The official SDK on the Stripe peer, as a test's stand-in for Stripe's dashboard."""
+    return stripe.StripeClient(
+        "sk_test_meterbill", base_addresses={"api": stripe_peer.url}, max_network_retries=0
+    )
 
 
 def _customer_with_subscription(
@@ -51,13 +60,13 @@ def _state(jobs: Jobs, user_id: str) -> tuple[str, str | None]:
 
 
 def test_reconcile_heals_a_cancellation_and_a_creation_whose_webhooks_were_lost(
-    stripe_service: Service, stripe_peer: StripePeer, make_jobs: Callable[..., Jobs]
+    stripe_service: Service,
+    stripe_peer: StripePeer,
+    client: stripe.StripeClient,
+    make_jobs: Callable[..., Jobs],
 ) -> None:
     settings = stripe_service.settings
     jobs = make_jobs()
-    client = stripe.StripeClient(
-        "sk_test_meterbill", base_addresses={"api": stripe_peer.url}, max_network_retries=0
-    )
     price = str(settings.stripe_price_premium)
     _, sub = _customer_with_subscription(client, jobs, "u-canceled", price)
     created = se.event("customer.subscription.created", sub, created=int(sub["created"]))
@@ -102,13 +111,13 @@ def test_reconcile_heals_a_cancellation_and_a_creation_whose_webhooks_were_lost(
 
 
 def test_stale_customers_are_the_past_due_and_the_quiet_ones(
-    stripe_service: Service, stripe_peer: StripePeer, make_jobs: Callable[..., Jobs]
+    stripe_service: Service,
+    stripe_peer: StripePeer,
+    client: stripe.StripeClient,
+    make_jobs: Callable[..., Jobs],
 ) -> None:
     settings = stripe_service.settings
     jobs = make_jobs()
-    client = stripe.StripeClient(
-        "sk_test_meterbill", base_addresses={"api": stripe_peer.url}, max_network_retries=0
-    )
     customer, sub = _customer_with_subscription(
         client, jobs, "u1", str(settings.stripe_price_premium)
     )

@@ -59,10 +59,13 @@ def test_prune_keeps_what_subscriptions_are_folded_from(
     assert service.post_event(recent).status_code == 200
     before = _subscriptions(jobs)
     with jobs.db.transaction() as session:
-        for n, status in enumerate(("done", "done", "failed")):
-            job_id = enqueue(session, "test.noop", {"n": n})
+        for n, (kind, status, age) in enumerate(
+            [("test.noop", "done", 40), ("test.noop", "done", 1), ("test.noop", "failed", 40),
+             ("schedule.grace", "done", 2)]
+        ):  # fmt: skip
+            job_id = enqueue(session, kind, {"n": n})
             job = session.get_one(Job, job_id)
-            job.status, job.finished_at = status, now - timedelta(days=40 if n != 1 else 1)
+            job.status, job.finished_at = status, now - timedelta(days=age)
 
     worker = Worker(jobs.settings, jobs.db, clock=Clock(now + timedelta(minutes=1)))
     with jobs.db.transaction() as session:
@@ -78,6 +81,7 @@ def test_prune_keeps_what_subscriptions_are_folded_from(
     with jobs.db.reading() as session:
         left = sorted((j.payload, j.status) for j in session.scalars(select(Job)))
     assert ('{"n":0}', "done") not in left  # old and done: gone
+    assert ('{"n":3}', "done") not in left  # a schedule's run, over a day old: gone
     assert ('{"n":1}', "done") in left and ('{"n":2}', "failed") in left
 
     # A very late event about the ended subscription does not bring it back, and a new

@@ -45,7 +45,9 @@ def prune(ctx: JobContext) -> dict[str, int]:
         events = prune_billing_events(
             session, ctx.now - timedelta(days=ctx.settings.event_retention_days)
         )
-        jobs = prune_jobs(session, ctx.now - timedelta(days=ctx.settings.job_retention_days))
+        jobs = prune_jobs(
+            session, ctx.now - timedelta(days=ctx.settings.job_retention_days), ctx.now
+        )
     return {"billing_events": events, "jobs": jobs}
 
 

@@ -183,9 +183,16 @@ def list_jobs(session: Session, *, status: str | None = None, limit: int = 50) -
     return list(session.scalars(query))
 
 
-def prune_jobs(session: Session, finished_before: datetime) -> int:
-    """Delete jobs that finished successfully before the cutoff; parked ones stay."""
+def prune_jobs(session: Session, finished_before: datetime, now: datetime) -> int:
+    """Delete jobs that finished successfully before the cutoff, and schedule runs older
+    than a day (their period is over: the key cannot come back); parked ones stay."""
     result = session.execute(
-        delete(Job).where(Job.status == "done", Job.finished_at < finished_before)
+        delete(Job).where(
+            Job.status == "done",
+            or_(
+                Job.finished_at < finished_before,
+                and_(Job.kind.like("schedule.%"), Job.finished_at < now - timedelta(days=1)),
+            ),
+        )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

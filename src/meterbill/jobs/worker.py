@@ -207,10 +207,10 @@ class Worker:
             try:
                 if self.schedules:
                     self.tick_schedules()
-                ran = self.run_pending(max_jobs=100)
-            except Exception:
+                job = self.run_one()
+            except Exception:  # the database away for a moment: wait and try again
                 log.exception("worker loop error")
-                ran = 0
-            if not ran:
+                job = None
+            if job is None:
                 stop.wait(self.settings.worker_poll_seconds)
         log.info("worker stopped", extra={"worker": self.id})
