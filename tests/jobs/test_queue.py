@@ -153,3 +153,18 @@ def test_schedules_run_once_per_period_across_workers(make_jobs: Callable[..., J
         worker.tick_schedules()
         worker.run_pending()
     assert ran.count("grace") == 2 and ran.count("reconcile") == 1
+
+
+def test_job_whose_worker_died_on_its_last_attempt_is_parked(
+    make_jobs: Callable[..., Jobs],
+) -> None:
+    jobs = make_jobs()
+    with jobs.db.transaction() as session:
+        job_id = enqueue(session, "test.noop", {}, max_attempts=1)
+    now = jobs.clock()
+    lease = timedelta(seconds=30)
+    assert claim_next(jobs.db, "worker-a", now, lease) is not None
+    assert claim_next(jobs.db, "worker-b", now + timedelta(seconds=31), lease) is None
+    job = _job(jobs, job_id or 0)
+    assert job.status == "failed"
+    assert job.last_error == "worker worker-a#1 stopped during the last attempt"

@@ -85,18 +85,23 @@ def backoff(attempt: int) -> timedelta:
     return timedelta(seconds=seconds * (1 + random.random() * 0.2))
 
 
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(Job.status == "queued", Job.run_at <= now),
+        and_(Job.status == "running", Job.locked_until < now),
+    )
+
+
 def claim_next(db: Database, worker_id: str, now: datetime, lease: timedelta) -> ClaimedJob | None:
     """Take the oldest job that is due (or whose worker's lease ran out), or None."""
+    with db.reading() as session:  # an idle poll must not take SQLite's write lock
+        if session.scalar(select(Job.id).where(_due(now)).limit(1)) is None:
+            return None
     with db.transaction() as session:
         while True:
             job = session.scalars(
                 select(Job)
-                .where(
-                    or_(
-                        and_(Job.status == "queued", Job.run_at <= now),
-                        and_(Job.status == "running", Job.locked_until < now),
-                    )
-                )
+                .where(_due(now))
                 .order_by(Job.run_at, Job.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
