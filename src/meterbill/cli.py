@@ -97,3 +97,12 @@ def apikey_revoke(prefix: str) -> None:
         typer.echo(f"no active API key with prefix {prefix}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {prefix}")
+
+
+def _register_background_commands() -> None:
+    from meterbill.jobs.cli import register
+
+    register(app)
+
+
+_register_background_commands()

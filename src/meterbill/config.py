@@ -53,6 +53,28 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
 
+    # Background work (meterbill.jobs, meterbill.notify).
+    smtp_url: str = Field("", alias="METERBILL_SMTP_URL")
+    email_from: str = Field("meterbill <billing@localhost>", alias="METERBILL_EMAIL_FROM")
+    portal_url: str | None = Field(None, alias="METERBILL_PORTAL_URL")
+    webhook_urls: str = Field("", alias="METERBILL_WEBHOOK_URLS")
+    webhook_secret: str = Field("", alias="METERBILL_WEBHOOK_SECRET")
+    webhook_timeout_seconds: float = Field(10.0, alias="METERBILL_WEBHOOK_TIMEOUT", gt=0)
+    job_lease_seconds: float = Field(120.0, alias="METERBILL_JOB_LEASE_SECONDS", gt=0)
+    worker_poll_seconds: float = Field(1.0, alias="METERBILL_WORKER_POLL_SECONDS", gt=0)
+    reconcile_stale_days: int = Field(7, alias="METERBILL_RECONCILE_STALE_DAYS", ge=0)
+    event_retention_days: int = Field(180, alias="METERBILL_EVENT_RETENTION_DAYS", ge=1)
+    job_retention_days: int = Field(30, alias="METERBILL_JOB_RETENTION_DAYS", ge=1)
+
+    def webhook_targets(self) -> list[str]:
+        """The SaaS backend URLs that receive meterbill's own webhooks."""
+        return [url.strip() for url in self.webhook_urls.split(",") if url.strip()]
+
+    def portal_link(self) -> str:
+        """Where an email sends a user to fix their payment method (the SaaS's page that
+        opens the Stripe portal)."""
+        return self.portal_url or f"{self.app_base_url.rstrip('/')}/billing/portal"
+
     def catalog(self) -> Catalog:
         """The plan catalog: built-in plans, then the plans file, then env overrides."""
         return load_catalog(self)

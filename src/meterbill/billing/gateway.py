@@ -111,3 +111,15 @@ class StripeGateway:
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         customer = self.call("customers.retrieve", lambda c: c.v1.customers.retrieve(customer_id))
         return customer.to_dict()
+
+    def list_subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer, canceled ones included."""
+        subscriptions = self.call(
+            "subscriptions.list",
+            lambda c: list(
+                c.v1.subscriptions.list(
+                    {"customer": customer_id, "status": "all", "limit": 100}
+                ).auto_paging_iter()
+            ),
+        )
+        return [sub.to_dict() for sub in subscriptions]
