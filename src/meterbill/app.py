@@ -18,6 +18,7 @@ from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.errors import MeterbillError
+from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
 from meterbill.services import Services
@@ -92,6 +93,7 @@ def create_app(
     )
     app.include_router(billing_router)
     app.include_router(usage_router)
+    app.include_router(invoicing_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from meterbill.auth.models import User
+from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.stripe_objects import invoice_payment_intent
+from meterbill.config import Catalog, Settings
 from meterbill.db import insert_for
-from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
+from meterbill.invoicing.amounts import (
+    LineDraft,
+    credit_note_lines,
+    line_price_id,
+    lines_from_stripe_invoice,
+    totals_of,
+)
+from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine, Transaction
+from meterbill.invoicing.parties import Buyer, buyer_of, seller_snapshot
+
+log = logging.getLogger("meterbill.invoicing")
 
 INVOICE_SERIES = "FACT"
 CREDIT_NOTE_SERIES = "AVOIR"
@@ -38,51 +54,186 @@ def issue_document_number(session: Session, series: str, when: datetime) -> str:
     return f"{series}-{period}-{number:04d}"
 
 
+def pdf_relative_path(number: str, when: datetime) -> str:
+    """Where a document's PDF lives under METERBILL_INVOICE_DIR; fixed at issue."""
+    return f"{when:%Y}/{when:%m}/{number}.pdf"
+
+
+def _stamp(value: Any) -> datetime | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, tz=UTC)
+    return None
+
+
+def _rates(catalog: Catalog, stripe_invoice: dict[str, Any]) -> Any:
+    """The VAT rate of each Stripe price: its plan's, else the invoice's plan's."""
+    lines = (stripe_invoice.get("lines") or {}).get("data") or []
+    known = [catalog.plan_for_price(line_price_id(line)) for line in lines]
+    fallback = next((plan.vat_rate_bp for plan in known if plan), None)
+    default = fallback if fallback is not None else catalog.plan("free").vat_rate_bp
+
+    def rate_for_price(price_id: str | None) -> int:
+        plan = catalog.plan_for_price(price_id)
+        return plan.vat_rate_bp if plan else default
+
+    return rate_for_price
+
+
+def _write_document(
+    session: Session,
+    *,
+    series: str,
+    kind: str,
+    user_id: str,
+    currency: str,
+    lines: Sequence[LineDraft],
+    seller: dict[str, Any],
+    buyer: Buyer,
+    now: datetime,
+    **fields: Any,
+) -> Invoice:
+    """Take the next number and write the document with its lines, in the caller's
+    transaction. Everything slow (Stripe calls) must be done before: the number's counter
+    row stays locked until the transaction ends."""
+    number = issue_document_number(session, series, now)
+    totals = totals_of(lines)
+    document = Invoice(
+        invoice_number=number,
+        kind=kind,
+        user_id=user_id,
+        period=now.strftime("%Y-%m"),
+        amount=totals.ttc,
+        amount_ht=totals.ht,
+        amount_tva=totals.tva,
+        currency=currency,
+        pdf_path=pdf_relative_path(number, now),
+        issued_at=now,
+        seller=json.dumps(seller, ensure_ascii=False, sort_keys=True),
+        buyer_name=buyer.name,
+        buyer_email=buyer.email,
+        buyer_address="\n".join(buyer.address) or None,
+        buyer_vat_number=buyer.vat_number,
+        **fields,
+    )
+    session.add(document)
+    session.flush()
+    for position, line in enumerate(lines, start=1):
+        session.add(
+            InvoiceLine(
+                invoice_id=document.id,
+                position=position,
+                description=line.description,
+                quantity=line.quantity,
+                unit_price_ht=line.unit_price_ht,
+                vat_rate_bp=line.vat_rate_bp,
+                amount_ht=line.amount_ht,
+                amount_tva=line.amount_tva,
+                amount_ttc=line.amount_ttc,
+                period_start=line.period_start,
+                period_end=line.period_end,
+            )
+        )
+    session.flush()
+    return document
+
+
 def record_invoice_payment(
-    session: Session, user_id: str, stripe_invoice: dict[str, Any], event_id: str, now: datetime
+    session: Session,
+    user_id: str,
+    stripe_invoice: dict[str, Any],
+    event_id: str,
+    now: datetime,
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    gateway: StripeGateway,
 ) -> Invoice | None:
     """Issue the local invoice for a paid Stripe invoice and record the payment, once.
 
     Returns None when that Stripe invoice already has its local invoice (a redelivery, or
-    the twin `invoice.paid` / `invoice.payment_succeeded` event) or was for nothing.
+    the twin `invoice.paid` / `invoice.payment_succeeded` event) or was for nothing. The
+    caller holds the user's row lock, so twins for one user run one after the other.
     """
     stripe_invoice_id = str(stripe_invoice.get("id") or "")
-    amount = int(stripe_invoice.get("amount_paid") or stripe_invoice.get("total") or 0)
-    if not stripe_invoice_id or amount <= 0:
+    paid = int(stripe_invoice.get("amount_paid") or stripe_invoice.get("total") or 0)
+    if not stripe_invoice_id or paid <= 0:
         return None
     existing = session.scalars(
-        select(Invoice).where(Invoice.stripe_invoice_id == stripe_invoice_id)
+        select(Invoice.id).where(Invoice.stripe_invoice_id == stripe_invoice_id)
     ).one_or_none()
     if existing is not None:
         return None
+    lines = lines_from_stripe_invoice(
+        stripe_invoice, _rates(catalog, stripe_invoice), settings.seller_vat_exempt
+    )
+    user = session.get(User, user_id)
+    buyer = buyer_of(gateway, stripe_invoice, user.email if user else None)  # may call Stripe
+    periods = [(line.period_start, line.period_end) for line in lines if line.period_end]
+    transitions = stripe_invoice.get("status_transitions") or {}
     currency = str(stripe_invoice.get("currency") or "eur").upper()
-    invoice = Invoice(
-        invoice_number=issue_document_number(session, INVOICE_SERIES, now),
+    invoice = _write_document(
+        session,
+        series=INVOICE_SERIES,
         kind="invoice",
         user_id=user_id,
-        period=now.strftime("%Y-%m"),
-        amount=amount,
         currency=currency,
+        lines=lines,
+        seller=seller_snapshot(settings),
+        buyer=buyer,
+        now=now,
         status="paid",
         stripe_invoice_id=stripe_invoice_id,
-        issued_at=now,
+        paid_at=_stamp(transitions.get("paid_at")) or now,
+        service_start=min((s for s, _ in periods if s), default=None),
+        service_end=max((e for _, e in periods if e), default=None),
     )
-    session.add(invoice)
-    session.flush()
+    intent = invoice_payment_intent(stripe_invoice)
     session.add(
         Transaction(
             user_id=user_id,
             invoice_id=invoice.id,
             type="payment",
-            amount=amount,
+            amount=paid,
             currency=currency,
-            stripe_payment_intent=invoice_payment_intent(stripe_invoice),
+            stripe_payment_intent=intent,
+            stripe_invoice_id=stripe_invoice_id,
+            stripe_charge_id=_charge_id(stripe_invoice.get("charge")),
             stripe_object_id=f"payment:{stripe_invoice_id}",
             stripe_event_id=event_id,
             created_at=now,
         )
     )
+    _credit_early_refunds(session, invoice, intent, settings, now)
     return invoice
+
+
+def _charge_id(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _credit_early_refunds(
+    session: Session, invoice: Invoice, intent: str | None, settings: Settings, now: datetime
+) -> None:
+    """Refunds recorded before their payment (events arrive in any order) get their
+    invoice and credit notes now."""
+    if not intent:
+        return
+    early = session.scalars(
+        select(Transaction)
+        .where(
+            Transaction.type == "refund",
+            Transaction.invoice_id.is_(None),
+            Transaction.stripe_payment_intent == intent,
+        )
+        .order_by(Transaction.id)
+    ).all()
+    for refund in early:
+        refund.invoice_id = invoice.id
+        issue_credit_note(
+            session, invoice, refund.stripe_object_id or "", -refund.amount, settings, now
+        )
 
 
 def record_failed_payment(
@@ -96,6 +247,7 @@ def record_failed_payment(
             amount=0,
             currency=str(stripe_invoice.get("currency") or "eur").upper(),
             stripe_payment_intent=invoice_payment_intent(stripe_invoice),
+            stripe_invoice_id=str(stripe_invoice.get("id") or "") or None,
             stripe_object_id=f"failed:{event_id}",
             stripe_event_id=event_id,
             created_at=now,
@@ -103,42 +255,182 @@ def record_failed_payment(
     )
 
 
-def record_refunds(
-    session: Session, user_id: str, charge: dict[str, Any], event_id: str, now: datetime
-) -> int:
-    """Record each refund of a charge not recorded yet, as a negative ledger entry."""
-    refunds = (charge.get("refunds") or {}).get("data") or []
+def _paid_transaction(session: Session, charge: dict[str, Any]) -> Transaction | None:
+    """The payment a charge settled: by payment intent, else by the charge's invoice (old
+    API versions), else by the charge id."""
     intent = charge.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
-    paid = None
+    conditions = []
     if intent_id:
-        paid = session.scalars(
-            select(Transaction).where(
-                Transaction.stripe_payment_intent == intent_id, Transaction.type == "payment"
+        conditions.append(Transaction.stripe_payment_intent == intent_id)
+    invoice_id = _charge_id(charge.get("invoice"))
+    if invoice_id:
+        conditions.append(Transaction.stripe_invoice_id == invoice_id)
+    if charge.get("id"):
+        conditions.append(Transaction.stripe_charge_id == charge["id"])
+    for condition in conditions:
+        found = session.scalars(
+            select(Transaction).where(condition, Transaction.type == "payment")
+        ).first()
+        if found is not None:
+            return found
+    return None
+
+
+def _charge_refunds(session: Session, charge: dict[str, Any]) -> list[tuple[str, int]]:
+    """(refund key, amount) of the charge's refunds that count.
+
+    Today's API no longer embeds `refunds` in a charge: then the refund is the part of the
+    cumulative `amount_refunded` not recorded yet, keyed by that cumulative amount, so
+    several partial refunds each count once, in whatever order their events arrive.
+    """
+    charge_id = str(charge.get("id") or "")
+    refunds = [
+        (f"refund:{refund.get('id')}", int(refund.get("amount") or 0))
+        for refund in ((charge.get("refunds") or {}).get("data") or [])
+        if isinstance(refund, dict) and refund.get("status") not in ("failed", "canceled")
+    ]
+    if refunds:
+        return refunds
+    cumulative = int(charge.get("amount_refunded") or 0)
+    recorded = -int(
+        session.scalar(
+            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                Transaction.type == "refund", Transaction.stripe_charge_id == charge_id
             )
-        ).first()
-    if not refunds and charge.get("amount_refunded"):
-        refunds = [{"id": f"{charge.get('id')}:refunded", "amount": charge["amount_refunded"]}]
+        )
+        or 0
+    )
+    if cumulative <= recorded:
+        return []
+    return [(f"refund:{charge_id}:refunded:{cumulative}", cumulative - recorded)]
+
+
+def record_refunds(
+    session: Session,
+    user_id: str,
+    charge: dict[str, Any],
+    event_id: str,
+    now: datetime,
+    *,
+    settings: Settings,
+) -> int:
+    """Record each refund of a charge not recorded yet, as a negative ledger entry, and
+    issue a credit note for it against the invoice it refunds."""
+    intent = charge.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    paid = _paid_transaction(session, charge)
+    invoice = session.get(Invoice, paid.invoice_id) if paid and paid.invoice_id else None
+    charge_id = str(charge.get("id") or "") or None
+    ceiling = int(charge.get("amount_refunded") or 0)
+    already = -int(
+        session.scalar(
+            select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                Transaction.type == "refund", Transaction.stripe_charge_id == charge_id
+            )
+        )
+        or 0
+    )
     recorded = 0
-    for refund in refunds:
-        refund_id = str(refund.get("id"))
+    for key, amount in _charge_refunds(session, charge):
         seen = session.scalars(
-            select(Transaction.id).where(Transaction.stripe_object_id == f"refund:{refund_id}")
+            select(Transaction.id).where(Transaction.stripe_object_id == key)
         ).first()
-        if seen is not None:
+        if seen is not None or amount <= 0:
             continue
+        if ceiling and already + amount > ceiling:  # never more than Stripe says
+            amount = ceiling - already
+            if amount <= 0:
+                continue
+        already += amount
         session.add(
             Transaction(
                 user_id=user_id,
-                invoice_id=paid.invoice_id if paid else None,
+                invoice_id=invoice.id if invoice else None,
                 type="refund",
-                amount=-int(refund.get("amount") or 0),
+                amount=-amount,
                 currency=str(charge.get("currency") or "eur").upper(),
                 stripe_payment_intent=intent_id,
-                stripe_object_id=f"refund:{refund_id}",
+                stripe_invoice_id=invoice.stripe_invoice_id if invoice else None,
+                stripe_charge_id=charge_id,
+                stripe_object_id=key,
                 stripe_event_id=event_id,
                 created_at=now,
             )
         )
+        if invoice is not None:
+            issue_credit_note(session, invoice, key, amount, settings, now)
+        else:
+            log.warning(
+                "refund recorded without an invoice yet",
+                extra={"charge": charge_id, "payment_intent": intent_id},
+            )
         recorded += 1
     return recorded
+
+
+def issue_credit_note(
+    session: Session,
+    invoice: Invoice,
+    refund_key: str,
+    amount: int,
+    settings: Settings,
+    now: datetime,
+) -> Invoice | None:
+    """Issue the credit note ``AVOIR-YYYYMM-XXXX`` giving back `amount` cents (TTC) of
+    `invoice`, once per refund; never more than what is left to credit on the invoice."""
+    if session.scalars(select(Invoice.id).where(Invoice.stripe_refund_id == refund_key)).first():
+        return None
+    credited = -int(
+        session.scalar(
+            select(func.coalesce(func.sum(Invoice.amount), 0)).where(
+                Invoice.credited_invoice_id == invoice.id
+            )
+        )
+        or 0
+    )
+    amount = min(amount, invoice.amount - credited)
+    if amount <= 0:
+        return None
+    source = session.scalars(
+        select(InvoiceLine)
+        .where(InvoiceLine.invoice_id == invoice.id)
+        .order_by(InvoiceLine.position)
+    ).all()
+    drafts = [
+        LineDraft(
+            line.description,
+            line.quantity,
+            line.unit_price_ht,
+            line.vat_rate_bp,
+            line.amount_ht,
+            line.amount_tva,
+            line.amount_ttc,
+            line.period_start,
+            line.period_end,
+        )
+        for line in source
+    ]
+    buyer = Buyer(
+        invoice.buyer_name,
+        invoice.buyer_email,
+        (invoice.buyer_address or "").splitlines(),
+        invoice.buyer_vat_number,
+    )
+    return _write_document(
+        session,
+        series=CREDIT_NOTE_SERIES,
+        kind="credit_note",
+        user_id=invoice.user_id,
+        currency=invoice.currency,
+        lines=credit_note_lines(drafts, amount),
+        seller=seller_snapshot(settings),
+        buyer=buyer,
+        now=now,
+        status="refunded",
+        stripe_refund_id=refund_key,
+        credited_invoice_id=invoice.id,
+        paid_at=now,
+        service_start=invoice.service_start,
+        service_end=invoice.service_end,
+    )
