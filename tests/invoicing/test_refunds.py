@@ -40,7 +40,7 @@ def test_a_full_refund_issues_a_credit_note_mirroring_the_invoice(invoicing: Ser
     assert (credit.amount_ht, credit.amount_tva, credit.amount) == (-900, -180, -1080)
     (line,) = lines(invoicing, credit)
     assert (line.quantity, line.vat_rate_bp, line.amount_ttc) == (1, 2000, -1080)
-    payment, refunded = ledger(invoicing)
+    _, refunded = ledger(invoicing)
     assert (refunded.type, refunded.amount, refunded.invoice_id) == ("refund", -1080, invoice.id)
     body = invoice_json(invoicing, number)
     assert body["credit_notes"] == [credit.invoice_number]

@@ -26,6 +26,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 ADJUSTMENT_LABEL = "Remise / ajustement"
+SERVICE_LABEL = "Abonnement et consommation du service"
 
 
 @dataclass(frozen=True)
@@ -252,10 +253,9 @@ def _with_adjustment(
         tax = difference - divide_rounded(difference * 10_000, 10_000 + default_bp)
     ht = difference - tax
     rate = _rate_bp(tax, ht, 0 if vat_exempt else default_bp, None)
-    return [
-        *drafts,
-        LineDraft(ADJUSTMENT_LABEL, 1, unit_price(ht, 1), rate, ht, tax, difference),
-    ]
+    # An invoice Stripe sent without its lines still gets one line saying what it was for.
+    label = ADJUSTMENT_LABEL if drafts else str(invoice.get("description") or SERVICE_LABEL)
+    return [*drafts, LineDraft(label, 1, unit_price(ht, 1), rate, ht, tax, difference)]
 
 
 def credit_note_lines(lines: Sequence[LineDraft], refunded: int) -> list[LineDraft]:

@@ -86,7 +86,7 @@ def render_document_html(
             {
                 "description": line.description,
                 "period": _period(line.period_start, line.period_end),
-                "quantity": line.quantity,
+                "quantity": f"{line.quantity:,}".replace(",", " "),
                 "unit": format_unit_price(line.unit_price_ht, currency),
                 "rate": format_rate(line.vat_rate_bp),
                 "ht": format_money(line.amount_ht, currency),
