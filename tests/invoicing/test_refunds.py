@@ -11,6 +11,7 @@ from meterbill.db import utcnow
 from tests import stripe_events as se
 from tests.conftest import Service
 from tests.invoicing.helpers import customer_of, documents, invoice_json, ledger, lines, posted
+from tests.invoicing.invoice_payments_peer import invoice_payments_peer
 
 
 @pytest.fixture
@@ -112,3 +113,31 @@ def test_a_refund_arriving_before_its_payment_is_credited_when_the_invoice_is_is
         ("refund", invoice.id),
         ("payment", invoice.id),
     ]
+
+
+def test_todays_events_without_payments_are_linked_through_stripes_invoice_payments(
+    make_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    """Today's `invoice.paid` does not include `payments`: the payment intent is asked of
+    Stripe when the invoice is issued, or, if Stripe did not know it yet, when the refund
+    comes; either way the refund is credited against the right invoice."""
+    with invoice_payments_peer() as peer:
+        service = make_service(
+            invoice_dir=tmp_path, stripe_secret_key="sk_test_x", stripe_api_base=peer.url
+        )
+        customer = customer_of(service)
+        known, unknown = (se.invoice(f"in_{n}", customer, None, amount=1200) for n in "kl")
+        for stripe_invoice in (known, unknown):
+            del stripe_invoice["payments"]
+        peer.paid("in_k", "pi_k", 1200)
+        posted(service, se.event("invoice.paid", known))
+        posted(service, se.event("invoice.paid", unknown))
+        peer.paid("in_l", "pi_l", 1200)
+        for intent in ("pi_k", "pi_l"):
+            refund = se.charge_refunded(customer, intent, 1200, [(f"re_{intent}", 600)])
+            posted(service, se.event("charge.refunded", refund))
+    first, second, credit_k, credit_l = documents(service)
+    assert [t.stripe_payment_intent for t in ledger(service)[:2]] == ["pi_k", None]
+    assert (credit_k.credited_invoice_id, credit_k.amount) == (first.id, -600)
+    assert (credit_l.credited_invoice_id, credit_l.amount) == (second.id, -600)
+    assert any("payment%5Bpayment_intent%5D=pi_l" in r for r in peer.requests)

@@ -251,7 +251,13 @@ def _on_charge_refunded(ctx: EventContext) -> tuple[str, str | None]:
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(charge)}"
     record_refunds(
-        ctx.session, user.id, charge, ctx.event["id"], ctx.now, settings=ctx.gateway.settings
+        ctx.session,
+        user.id,
+        charge,
+        ctx.event["id"],
+        ctx.now,
+        settings=ctx.gateway.settings,
+        gateway=ctx.gateway,
     )
     return "applied", None
 

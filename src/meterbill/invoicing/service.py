@@ -16,6 +16,7 @@ from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.stripe_objects import invoice_payment_intent
 from meterbill.config import Catalog, Settings
 from meterbill.db import insert_for
+from meterbill.errors import MeterbillError
 from meterbill.invoicing.amounts import (
     LineDraft,
     credit_note_lines,
@@ -166,6 +167,7 @@ def record_invoice_payment(
     lines = lines_from_stripe_invoice(
         stripe_invoice, _rates(catalog, stripe_invoice), settings.seller_vat_exempt
     )
+    intent = invoice_payment_intent(stripe_invoice) or _intent_at_stripe(gateway, stripe_invoice_id)
     user = session.get(User, user_id)
     buyer = buyer_of(gateway, stripe_invoice, user.email if user else None)  # may call Stripe
     periods = [(line.period_start, line.period_end) for line in lines if line.period_end]
@@ -187,7 +189,6 @@ def record_invoice_payment(
         service_start=min((s for s, _ in periods if s), default=None),
         service_end=max((e for _, e in periods if e), default=None),
     )
-    intent = invoice_payment_intent(stripe_invoice)
     session.add(
         Transaction(
             user_id=user_id,
@@ -205,6 +206,24 @@ def record_invoice_payment(
     )
     _credit_early_refunds(session, invoice, intent, settings, now)
     return invoice
+
+
+def _invoice_payments(gateway: StripeGateway | None, **query: str) -> list[dict[str, Any]]:
+    """Invoice payments asked of Stripe; none when Stripe is not configured or fails."""
+    if gateway is None or not gateway.configured:
+        return []
+    try:
+        return gateway.list_invoice_payments(**query)
+    except MeterbillError:
+        log.warning("invoice payments unavailable at Stripe", extra=query)
+        return []
+
+
+def _intent_at_stripe(gateway: StripeGateway, stripe_invoice_id: str) -> str | None:
+    """The payment intent that paid the invoice, when the event did not include it."""
+    payments = _invoice_payments(gateway, invoice_id=stripe_invoice_id)
+    payments.sort(key=lambda payment: payment.get("status") != "paid")
+    return invoice_payment_intent({"payments": {"data": payments}})
 
 
 def _charge_id(value: Any) -> str | None:
@@ -255,9 +274,12 @@ def record_failed_payment(
     )
 
 
-def _paid_transaction(session: Session, charge: dict[str, Any]) -> Transaction | None:
+def _paid_transaction(
+    session: Session, charge: dict[str, Any], gateway: StripeGateway | None
+) -> Transaction | None:
     """The payment a charge settled: by payment intent, else by the charge's invoice (old
-    API versions), else by the charge id."""
+    API versions), else by the charge id, else by the invoice Stripe says the payment
+    intent paid."""
     intent = charge.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
     conditions = []
@@ -274,6 +296,16 @@ def _paid_transaction(session: Session, charge: dict[str, Any]) -> Transaction |
         ).first()
         if found is not None:
             return found
+    if intent_id:  # the payment was recorded without its intent: ask Stripe for the invoice
+        for payment in _invoice_payments(gateway, payment_intent=intent_id):
+            invoice_id = _charge_id(payment.get("invoice"))
+            found = session.scalars(
+                select(Transaction).where(
+                    Transaction.stripe_invoice_id == invoice_id, Transaction.type == "payment"
+                )
+            ).first()
+            if invoice_id and found is not None:
+                return found
     return None
 
 
@@ -314,12 +346,13 @@ def record_refunds(
     now: datetime,
     *,
     settings: Settings,
+    gateway: StripeGateway | None = None,
 ) -> int:
     """Record each refund of a charge not recorded yet, as a negative ledger entry, and
     issue a credit note for it against the invoice it refunds."""
     intent = charge.get("payment_intent")
     intent_id = intent.get("id") if isinstance(intent, dict) else intent
-    paid = _paid_transaction(session, charge)
+    paid = _paid_transaction(session, charge, gateway)
     invoice = session.get(Invoice, paid.invoice_id) if paid and paid.invoice_id else None
     charge_id = str(charge.get("id") or "") or None
     ceiling = int(charge.get("amount_refunded") or 0)
