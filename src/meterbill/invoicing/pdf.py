@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -119,17 +120,19 @@ def render_document_pdf(
     return HTML(string=html).write_pdf()  # type: ignore[no-any-return]
 
 
-def _write_atomically(target: Path, content: bytes) -> None:
-    """Readers see the whole file or none; two renderers of one file do not collide."""
+def _write_once(target: Path, content: bytes) -> None:
+    """Write the file whole, once: readers never see half a file, and when two renderers
+    race the first file stays (a reader streaming it never sees it replaced)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".pdf.tmp")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
-        os.replace(temporary, target)
-    except BaseException:
+        os.link(temporary, target)
+    except FileExistsError:
+        pass
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def pdf_file(settings: Settings, document: Invoice) -> Path:
@@ -150,13 +153,44 @@ def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | Non
             if document.credited_invoice_id
             else None
         )
-    _write_atomically(target, render_document_pdf(document, lines, credited))
+    _write_once(target, render_document_pdf(document, lines, credited))
     log.info("invoice pdf rendered", extra={"number": number, "path": str(target)})
     return target
 
 
+class _RenderState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending = threading.Event()
+
+
+_render_states: dict[tuple[str, str], _RenderState] = {}
+_states_lock = threading.Lock()
+
+
 def render_missing_pdfs(db: Database, settings: Settings, newest: int = 50) -> int:
-    """Render the PDFs of the newest documents whose file is missing; how many were."""
+    """Render the PDFs of the newest documents whose file is missing; how many were.
+
+    Called after every issuing webhook: while one call renders, the calls that arrive ask
+    it for one more pass instead of rendering the same files beside it.
+    """
+    with _states_lock:
+        state = _render_states.setdefault((db.url, str(settings.invoice_dir)), _RenderState())
+    state.pending.set()
+    rendered = 0
+    while state.pending.is_set():
+        if not state.lock.acquire(blocking=False):
+            return rendered  # the renderer at work will make the pass asked for
+        try:
+            while state.pending.is_set():
+                state.pending.clear()
+                rendered += _render_pass(db, settings, newest)
+        finally:
+            state.lock.release()
+    return rendered
+
+
+def _render_pass(db: Database, settings: Settings, newest: int) -> int:
     with db.reading() as session:
         documents = session.scalars(select(Invoice).order_by(Invoice.id.desc()).limit(newest)).all()
     rendered = 0

@@ -1,10 +1,9 @@
-"""Issuing invoices and credit notes with gapless numbers, and keeping the ledger."""
+"""Recording Stripe's payments and refunds: the invoice for each paid Stripe invoice, a
+credit note for each refund, and the ledger (`transactions`) behind both."""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,49 +14,28 @@ from meterbill.auth.models import User
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.stripe_objects import invoice_payment_intent
 from meterbill.config import Catalog, Settings
-from meterbill.db import insert_for
 from meterbill.errors import MeterbillError
-from meterbill.invoicing.amounts import (
-    LineDraft,
-    credit_note_lines,
-    line_price_id,
-    lines_from_stripe_invoice,
-    totals_of,
+from meterbill.invoicing.amounts import line_price_id, lines_from_stripe_invoice
+from meterbill.invoicing.credit_notes import issue_credit_note
+from meterbill.invoicing.documents import (
+    CREDIT_NOTE_SERIES,
+    INVOICE_SERIES,
+    issue_document_number,
+    write_document,
 )
-from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine, Transaction
-from meterbill.invoicing.parties import Buyer, buyer_of, seller_snapshot
+from meterbill.invoicing.models import Invoice, Transaction
+from meterbill.invoicing.parties import buyer_of, seller_snapshot
 
+__all__ = [
+    "CREDIT_NOTE_SERIES",
+    "INVOICE_SERIES",
+    "issue_credit_note",
+    "issue_document_number",
+    "record_failed_payment",
+    "record_invoice_payment",
+    "record_refunds",
+]
 log = logging.getLogger("meterbill.invoicing")
-
-INVOICE_SERIES = "FACT"
-CREDIT_NOTE_SERIES = "AVOIR"
-
-
-def issue_document_number(session: Session, series: str, when: datetime) -> str:
-    """The next number of `series` for the month of `when`: ``FACT-YYYYMM-0001`` onwards.
-
-    The counter row is incremented in the caller's transaction and stays locked until it
-    ends, so concurrent issuers queue, and a rollback gives the number back: no gap, no
-    duplicate. Past 9999 the counter simply gets wider.
-    """
-    period = when.strftime("%Y%m")
-    insert = insert_for(session)
-    statement = (
-        insert(DocumentSequence)
-        .values(series=series, period=period, last_number=1)
-        .on_conflict_do_update(
-            index_elements=["series", "period"],
-            set_={"last_number": DocumentSequence.last_number + 1},
-        )
-        .returning(DocumentSequence.last_number)
-    )
-    number = session.execute(statement).scalar_one()
-    return f"{series}-{period}-{number:04d}"
-
-
-def pdf_relative_path(number: str, when: datetime) -> str:
-    """Where a document's PDF lives under METERBILL_INVOICE_DIR; fixed at issue."""
-    return f"{when:%Y}/{when:%m}/{number}.pdf"
 
 
 def _stamp(value: Any) -> datetime | None:
@@ -78,64 +56,6 @@ def _rates(catalog: Catalog, stripe_invoice: dict[str, Any]) -> Any:
         return plan.vat_rate_bp if plan else default
 
     return rate_for_price
-
-
-def _write_document(
-    session: Session,
-    *,
-    series: str,
-    kind: str,
-    user_id: str,
-    currency: str,
-    lines: Sequence[LineDraft],
-    seller: dict[str, Any],
-    buyer: Buyer,
-    now: datetime,
-    **fields: Any,
-) -> Invoice:
-    """Take the next number and write the document with its lines, in the caller's
-    transaction. Everything slow (Stripe calls) must be done before: the number's counter
-    row stays locked until the transaction ends."""
-    number = issue_document_number(session, series, now)
-    totals = totals_of(lines)
-    document = Invoice(
-        invoice_number=number,
-        kind=kind,
-        user_id=user_id,
-        period=now.strftime("%Y-%m"),
-        amount=totals.ttc,
-        amount_ht=totals.ht,
-        amount_tva=totals.tva,
-        currency=currency,
-        pdf_path=pdf_relative_path(number, now),
-        issued_at=now,
-        seller=json.dumps(seller, ensure_ascii=False, sort_keys=True),
-        buyer_name=buyer.name,
-        buyer_email=buyer.email,
-        buyer_address="\n".join(buyer.address) or None,
-        buyer_vat_number=buyer.vat_number,
-        **fields,
-    )
-    session.add(document)
-    session.flush()
-    for position, line in enumerate(lines, start=1):
-        session.add(
-            InvoiceLine(
-                invoice_id=document.id,
-                position=position,
-                description=line.description,
-                quantity=line.quantity,
-                unit_price_ht=line.unit_price_ht,
-                vat_rate_bp=line.vat_rate_bp,
-                amount_ht=line.amount_ht,
-                amount_tva=line.amount_tva,
-                amount_ttc=line.amount_ttc,
-                period_start=line.period_start,
-                period_end=line.period_end,
-            )
-        )
-    session.flush()
-    return document
 
 
 def record_invoice_payment(
@@ -173,7 +93,7 @@ def record_invoice_payment(
     periods = [(line.period_start, line.period_end) for line in lines if line.period_end]
     transitions = stripe_invoice.get("status_transitions") or {}
     currency = str(stripe_invoice.get("currency") or "eur").upper()
-    invoice = _write_document(
+    invoice = write_document(
         session,
         series=INVOICE_SERIES,
         kind="invoice",
@@ -400,70 +320,3 @@ def record_refunds(
             )
         recorded += 1
     return recorded
-
-
-def issue_credit_note(
-    session: Session,
-    invoice: Invoice,
-    refund_key: str,
-    amount: int,
-    settings: Settings,
-    now: datetime,
-) -> Invoice | None:
-    """Issue the credit note ``AVOIR-YYYYMM-XXXX`` giving back `amount` cents (TTC) of
-    `invoice`, once per refund; never more than what is left to credit on the invoice."""
-    if session.scalars(select(Invoice.id).where(Invoice.stripe_refund_id == refund_key)).first():
-        return None
-    credited = -int(
-        session.scalar(
-            select(func.coalesce(func.sum(Invoice.amount), 0)).where(
-                Invoice.credited_invoice_id == invoice.id
-            )
-        )
-        or 0
-    )
-    amount = min(amount, invoice.amount - credited)
-    if amount <= 0:
-        return None
-    source = session.scalars(
-        select(InvoiceLine)
-        .where(InvoiceLine.invoice_id == invoice.id)
-        .order_by(InvoiceLine.position)
-    ).all()
-    drafts = [
-        LineDraft(
-            line.description,
-            line.quantity,
-            line.unit_price_ht,
-            line.vat_rate_bp,
-            line.amount_ht,
-            line.amount_tva,
-            line.amount_ttc,
-            line.period_start,
-            line.period_end,
-        )
-        for line in source
-    ]
-    buyer = Buyer(
-        invoice.buyer_name,
-        invoice.buyer_email,
-        (invoice.buyer_address or "").splitlines(),
-        invoice.buyer_vat_number,
-    )
-    return _write_document(
-        session,
-        series=CREDIT_NOTE_SERIES,
-        kind="credit_note",
-        user_id=invoice.user_id,
-        currency=invoice.currency,
-        lines=credit_note_lines(drafts, amount),
-        seller=seller_snapshot(settings),
-        buyer=buyer,
-        now=now,
-        status="refunded",
-        stripe_refund_id=refund_key,
-        credited_invoice_id=invoice.id,
-        paid_at=now,
-        service_start=invoice.service_start,
-        service_end=invoice.service_end,
-    )
