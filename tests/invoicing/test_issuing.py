@@ -129,6 +129,21 @@ def test_stripe_computed_taxes_are_used_as_charged_with_usage_overage_line(
     assert ledger(invoicing)[0].amount == 1260
 
 
+def test_a_discounted_line_is_invoiced_at_the_amount_stripe_taxed(invoicing: Service) -> None:
+    customer = customer_of(invoicing)
+    stripe_invoice = se.invoice("in_disc", customer, None, amount=900)
+    line = stripe_invoice["lines"]["data"][0]
+    line.update(_taxed_line(900, 160))
+    line["taxes"][0]["taxable_amount"] = 800
+    line["discount_amounts"] = [{"amount": 100, "discount": "di_welcome"}]
+    stripe_invoice.update(total=960, amount_paid=960, total_discount_amounts=[{"amount": 100}])
+    posted(invoicing, se.event("invoice.paid", stripe_invoice))
+    (invoice,) = documents(invoicing)
+    assert (invoice.amount_ht, invoice.amount_tva, invoice.amount) == (800, 160, 960)
+    (only,) = lines(invoicing, invoice)
+    assert (only.unit_price_ht, only.vat_rate_bp) == ("800", 2000)
+
+
 def test_old_api_shape_with_tax_percent(invoicing: Service) -> None:
     """API 2017-08-15 (localstripe): `subscription` and `payment_intent` at the top,
     `tax_percent` and `tax` for the whole invoice, the line's plan under `plan`."""

@@ -4,7 +4,8 @@
 Where the VAT comes from, in order:
 
 1. Stripe computed taxes on the lines (`taxes` today, `tax_amounts` in old API versions):
-   those amounts are what the customer was charged, so they are used as they are.
+   those amounts are what the customer was charged, so they are used as they are, on the
+   amount Stripe taxed (`taxable_amount`: the line after its discounts).
 2. Stripe computed tax only for the whole invoice (`total_taxes`, `total_tax_amounts`, the
    legacy `tax_percent`): that tax is spread over the lines in proportion to their amounts.
 3. Stripe computed no tax: the amount charged is the price **tax included**, and the VAT
@@ -200,11 +201,14 @@ def lines_from_stripe_invoice(
         description, quantity, amount, start, end = _base_line(line, position)
         expected = rate_for_price(line_price_id(line))
         percentage: Decimal | None = None
+        taxable: int | None = None
         if any_line_taxes:
             taxes = _line_taxes(line)
             tax = sum(_int(t.get("amount")) or 0 for t in taxes)
             inclusive = any(map(_is_inclusive, taxes))
             percentage = _tax_rate_percentage(taxes[0]) if taxes else Decimal(0)
+            # What Stripe taxed: the line after its discounts, before tax.
+            taxable = _int(taxes[0].get("taxable_amount")) if taxes else None
         elif invoice_tax:
             tax, inclusive = spread[position - 1], invoice_tax[1]
             if invoice.get("tax_percent") is not None:
@@ -215,6 +219,8 @@ def lines_from_stripe_invoice(
             inclusive = True
             tax = amount - divide_rounded(amount * 10_000, 10_000 + expected)
         ht = amount - tax if inclusive else amount
+        if taxable is not None:
+            ht = taxable
         drafts.append(
             LineDraft(
                 description=description,

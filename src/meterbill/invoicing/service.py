@@ -4,6 +4,7 @@ credit note for each refund, and the ledger (`transactions`) behind both."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,7 @@ def _stamp(value: Any) -> datetime | None:
     return None
 
 
-def _rates(catalog: Catalog, stripe_invoice: dict[str, Any]) -> Any:
+def _rates(catalog: Catalog, stripe_invoice: dict[str, Any]) -> Callable[[str | None], int]:
     """The VAT rate of each Stripe price: its plan's, else the invoice's plan's."""
     lines = (stripe_invoice.get("lines") or {}).get("data") or []
     known = [catalog.plan_for_price(line_price_id(line)) for line in lines]
@@ -169,7 +170,7 @@ def _credit_early_refunds(
         .order_by(Transaction.id)
     ).all()
     for refund in early:
-        refund.invoice_id = invoice.id
+        refund.invoice_id, refund.stripe_invoice_id = invoice.id, invoice.stripe_invoice_id
         issue_credit_note(
             session, invoice, refund.stripe_object_id or "", -refund.amount, settings, now
         )
