@@ -44,15 +44,6 @@ class Settings(BaseSettings):
     grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
     plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")
 
-    limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
-    limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
-    limit_premium_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_API_CALLS")
-    limit_premium_tokens: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_TOKENS")
-    limit_pro_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PRO_API_CALLS")
-    limit_pro_tokens: int | None = Field(None, alias="BILLING_LIMIT_PRO_TOKENS")
-
-    log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
-
     # Invoicing: where PDFs go, and the seller's identity printed on every invoice.
     invoice_dir: Path = Field(Path("var/invoices"), alias="METERBILL_INVOICE_DIR")
     seller_name: str = Field("", alias="METERBILL_SELLER_NAME")
@@ -71,6 +62,15 @@ class Settings(BaseSettings):
         alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
     )
     seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+
+    limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
+    limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
+    limit_premium_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_API_CALLS")
+    limit_premium_tokens: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_TOKENS")
+    limit_pro_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PRO_API_CALLS")
+    limit_pro_tokens: int | None = Field(None, alias="BILLING_LIMIT_PRO_TOKENS")
+
+    log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
 
     def catalog(self) -> Catalog:
         """The plan catalog: built-in plans, then the plans file, then env overrides."""

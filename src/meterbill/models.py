@@ -3,7 +3,7 @@
 from meterbill.auth.models import ApiKey, User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
-from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine, Transaction
+from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.usage.models import ConsumptionEvent, UsageDaily
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "ConsumptionEvent",
     "DocumentSequence",
     "Invoice",
-    "InvoiceLine",
     "Subscription",
     "Transaction",
     "UsageDaily",
