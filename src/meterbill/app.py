@@ -91,9 +91,9 @@ def create_app(
         "quotas and numbered invoices.",
         lifespan=lifespan,
     )
+    app.include_router(invoicing_router)
     app.include_router(billing_router)
     app.include_router(usage_router)
-    app.include_router(invoicing_router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -9,11 +9,11 @@ from sqlalchemy import select
 
 from meterbill.config import Settings
 from meterbill.db import Database
+from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
-invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
 app.add_typer(invoices_app, name="invoices")
 
 
@@ -99,46 +99,3 @@ def apikey_revoke(prefix: str) -> None:
         typer.echo(f"no active API key with prefix {prefix}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {prefix}")
-
-
-@invoices_app.command("export")
-def invoices_export(
-    month: Annotated[str, typer.Option(help="Month of issue, YYYY-MM.")],
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="CSV file to write; - for stdout.")
-    ] = "-",
-) -> None:
-    """Write the month's invoices and credit notes as CSV, for the accountant."""
-    import sys
-
-    from meterbill.errors import InvalidMonth
-    from meterbill.invoicing.export import write_month_csv
-
-    db = _database(Settings())
-    try:
-        with db.reading() as session:
-            if output == "-":
-                count = write_month_csv(session, month, sys.stdout)
-            else:
-                with open(output, "w", encoding="utf-8", newline="") as out:
-                    count = write_month_csv(session, month, out)
-    except InvalidMonth:
-        typer.echo("invalid month: use YYYY-MM", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
-    typer.echo(f"{count} documents for {month}", err=True)
-
-
-@invoices_app.command("render")
-def invoices_render(
-    newest: Annotated[int, typer.Option(help="How many recent documents to check.")] = 1000,
-) -> None:
-    """Render the PDFs that are missing among the newest documents."""
-    from meterbill.invoicing.pdf import render_missing_pdfs
-
-    settings = Settings()
-    db = _database(settings)
-    count = render_missing_pdfs(db, settings, newest)
-    db.dispose()
-    typer.echo(f"{count} PDFs rendered under {settings.invoice_dir}")
