@@ -12,9 +12,9 @@ from meterbill.db import Database
 from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
+app.add_typer(invoices_app, name="invoices")
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
-app.add_typer(invoices_app, name="invoices")
 
 
 def _database(settings: Settings) -> Database:
