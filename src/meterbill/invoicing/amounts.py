@@ -63,8 +63,7 @@ def unit_price(amount_ht: int, quantity: int) -> str:
     if quantity <= 0:
         return str(amount_ht)
     value = (Decimal(amount_ht) / quantity).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def totals_of(lines: Sequence[LineDraft]) -> Totals:
