@@ -9,8 +9,10 @@ from sqlalchemy import select
 
 from meterbill.config import Settings
 from meterbill.db import Database
+from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
+app.add_typer(invoices_app, name="invoices")
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 

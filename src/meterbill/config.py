@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
     plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")
 
+    # Invoicing: where PDFs go, and the seller's identity printed on every invoice.
+    invoice_dir: Path = Field(Path("var/invoices"), alias="METERBILL_INVOICE_DIR")
+    seller_name: str = Field("", alias="METERBILL_SELLER_NAME")
+    seller_address: str = Field("", alias="METERBILL_SELLER_ADDRESS")  # lines split by \n or ;
+    seller_email: str = Field("", alias="METERBILL_SELLER_EMAIL")
+    seller_siren: str = Field("", alias="METERBILL_SELLER_SIREN")
+    seller_siret: str = Field("", alias="METERBILL_SELLER_SIRET")
+    seller_vat_number: str = Field("", alias="METERBILL_SELLER_VAT_NUMBER")
+    seller_legal_form: str = Field("", alias="METERBILL_SELLER_LEGAL_FORM")  # SAS au capital…
+    seller_rcs: str = Field("", alias="METERBILL_SELLER_RCS")  # RCS Paris 123 456 789
+    seller_vat_exempt: bool = Field(False, alias="METERBILL_SELLER_VAT_EXEMPT")  # art. 293 B
+    seller_late_payment_terms: str = Field(
+        "En cas de retard de paiement : pénalités au taux égal à trois fois le taux d'intérêt "
+        "légal, et indemnité forfaitaire pour frais de recouvrement de 40 € "
+        "(art. L441-10 et D441-5 du Code de commerce). Pas d'escompte pour paiement anticipé.",
+        alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
+    )
+    seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+
     limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
     limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
     limit_premium_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_API_CALLS")

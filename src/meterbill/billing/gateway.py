@@ -70,6 +70,22 @@ class StripeGateway:
         )
         return str(customer.id)
 
+    def list_invoice_payments(
+        self, *, invoice_id: str | None = None, payment_intent: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The payments of an invoice, or the invoice payments of a payment intent (today's
+        API no longer puts them in invoice events: `payments` is only includable)."""
+        params: dict[str, Any] = {"limit": 10}
+        if invoice_id:
+            params["invoice"] = invoice_id
+        if payment_intent:
+            params["payment"] = {"type": "payment_intent", "payment_intent": payment_intent}
+        page = self.call(
+            "invoice_payments.list",
+            lambda c: c.v1.invoice_payments.list(params),  # type: ignore[arg-type]
+        )
+        return [payment.to_dict() for payment in page.data]
+
     def create_checkout_session(
         self, *, customer_id: str, user_id: str, plan: str, price_id: str
     ) -> tuple[str, str]:

@@ -284,7 +284,16 @@ def _on_payment_succeeded(ctx: EventContext) -> tuple[str, str | None]:
     user, subscription_id = _invoice_context(ctx)
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
-    record_invoice_payment(ctx.session, user.id, ctx.object, ctx.event["id"], ctx.now)
+    record_invoice_payment(
+        ctx.session,
+        user.id,
+        ctx.object,
+        ctx.event["id"],
+        ctx.now,
+        settings=ctx.gateway.settings,
+        catalog=ctx.catalog,
+        gateway=ctx.gateway,
+    )
     return _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
 
 
@@ -293,7 +302,15 @@ def _on_charge_refunded(ctx: EventContext) -> tuple[str, str | None]:
     user = _resolve_user(ctx, customer_id_of(charge), metadata_user_id(charge))
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(charge)}"
-    record_refunds(ctx.session, user.id, charge, ctx.event["id"], ctx.now)
+    record_refunds(
+        ctx.session,
+        user.id,
+        charge,
+        ctx.event["id"],
+        ctx.now,
+        settings=ctx.gateway.settings,
+        gateway=ctx.gateway,
+    )
     return "applied", None
 
 
