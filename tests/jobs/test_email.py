@@ -6,15 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
 
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from meterbill.auth.models import User
 from meterbill.auth.service import lock_user
 from meterbill.invoicing.models import Invoice
 from meterbill.jobs.models import Job
-from meterbill.notify.service import EMAIL_JOB, notify_invoice_issued, notify_quota_alert
+from meterbill.notify.service import EMAIL_JOB, notify_quota_alert
 from tests import stripe_events as se
 from tests.conftest import Service
 from tests.jobs.conftest import Jobs, SmtpServer
@@ -126,46 +128,39 @@ def test_late_payment_failure_for_a_settled_subscription_sends_nothing(
     ):
         assert service.post_event(event).status_code == 200
     jobs.run()
-    assert smtp.messages == [] and _email_jobs(jobs) == []
+    subjects = [m["Subject"] for m in smtp.messages]
+    assert subjects == [f"Votre facture FACT-{datetime.now(UTC):%Y%m}-0001"]  # no failure notice
 
 
-def _invoice(jobs: Jobs, user_id: str, pdf: Path | None) -> int:
-    with jobs.db.transaction() as session:
-        invoice = Invoice(
-            invoice_number="FACT-202611-0007",
-            user_id=user_id,
-            period="2026-11",
-            amount=1080,
-            currency="EUR",
-            pdf_path=str(pdf) if pdf else None,
-            issued_at=datetime(2026, 11, 25, 10, 0, tzinfo=UTC),
-        )
-        session.add(invoice)
-        session.flush()
-        notify_invoice_issued(session, invoice.id)
-        return invoice.id
-
-
-def test_invoice_email_carries_the_pdf_once_it_exists(
-    make_jobs: Callable[..., Jobs], smtp: SmtpServer, tmp_path: Path
+def test_invoice_email_carries_the_rendered_pdf(
+    make_service: Callable[..., Service],
+    make_jobs: Callable[..., Jobs],
+    smtp: SmtpServer,
+    tmp_path: Path,
 ) -> None:
-    jobs = make_jobs(smtp_url=smtp.url)
+    """A paid Stripe invoice issues a local invoice; its email carries the invoice's PDF,
+    rendered by whoever gets there first (the API after answering, or the worker)."""
+    service = make_service(invoice_dir=tmp_path)
+    jobs = make_jobs(smtp_url=smtp.url, invoice_dir=tmp_path)
     _add_user(jobs, "u-en", "en")
-    pdf = tmp_path / "FACT-202611-0007.pdf"
-    _invoice(jobs, "u-en", pdf)
-
-    jobs.run()  # the PDF is not written yet: the email waits for it
-    assert not smtp.messages and _email_jobs(jobs)[0].status == "queued"
-    pdf.write_bytes(b"%PDF-1.4\n% meterbill test invoice\n%%EOF\n")
-    jobs.advance(seconds=15)
+    with jobs.db.transaction() as session:
+        lock_user(session, "u-en").stripe_customer_id = "cus_en"
+    paid = se.event("invoice.paid", se.invoice("in_en", "cus_en", None, amount=1080))
+    assert service.post_event(paid).status_code == 200
+    assert service.post_event(paid).json()["outcome"] == "duplicate"
     jobs.run()
     [message] = smtp.messages
-    assert message["Subject"] == "Your invoice FACT-202611-0007"
-    assert "for €10.80" in _text(message) and "November 25, 2026" in _text(message)
+    with jobs.db.reading() as session:
+        number = session.scalars(select(Invoice.invoice_number)).one()
+    assert message["Subject"] == f"Your invoice {number}"
+    assert "for €10.80" in _text(message)
     [attachment] = list(message.iter_attachments())
     assert attachment.get_content_type() == "application/pdf"
-    assert attachment.get_filename() == "FACT-202611-0007.pdf"
-    assert attachment.get_content() == pdf.read_bytes()
+    assert attachment.get_filename() == f"{number}.pdf"
+    text = "".join(
+        page.extract_text() for page in PdfReader(BytesIO(attachment.get_content())).pages
+    )
+    assert number in text
 
 
 def test_user_without_address_gets_no_email_and_the_job_ends(

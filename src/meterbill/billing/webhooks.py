@@ -36,7 +36,7 @@ from meterbill.invoicing.service import (
     record_invoice_payment,
     record_refunds,
 )
-from meterbill.notify.service import notify_payment_failed
+from meterbill.notify.service import notify_invoice_issued, notify_payment_failed
 
 log = logging.getLogger("meterbill.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -284,7 +284,7 @@ def _on_payment_succeeded(ctx: EventContext) -> tuple[str, str | None]:
     user, subscription_id = _invoice_context(ctx)
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
-    record_invoice_payment(
+    invoice = record_invoice_payment(
         ctx.session,
         user.id,
         ctx.object,
@@ -294,6 +294,8 @@ def _on_payment_succeeded(ctx: EventContext) -> tuple[str, str | None]:
         catalog=ctx.catalog,
         gateway=ctx.gateway,
     )
+    if invoice is not None:
+        notify_invoice_issued(ctx.session, invoice.id)
     return _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
 
 

@@ -18,6 +18,7 @@ from meterbill.auth.models import User
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.pdf import ensure_pdf
 from meterbill.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from meterbill.notify import templates
 from meterbill.notify.email import (
@@ -30,10 +31,6 @@ from meterbill.notify.webhooks import emit_webhook
 
 log = logging.getLogger("meterbill.notify")
 EMAIL_JOB = "email.send"
-
-
-class AttachmentNotReady(Exception):
-    """The invoice names a PDF that is not on disk yet; the email waits for it."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -196,13 +193,9 @@ def _fields(
         fields["invoice_number"] = invoice.invoice_number
         fields["issued_on"] = templates.format_date(invoice.issued_at, locale)
         fields["amount"] = templates.format_money(invoice.amount, invoice.currency, locale)
-        if invoice.pdf_path:
-            pdf = Path(invoice.pdf_path)
-            if not pdf.is_file():
-                raise AttachmentNotReady(f"invoice {invoice.id}: {pdf} is not there yet")
-            attachments.append(pdf)
-        fields["attachment_line_fr"] = "Elle est jointe à ce message." if attachments else ""
-        fields["attachment_line_en"] = "It is attached to this message." if attachments else ""
+        # The PDF is attached as issued; the worker renders it if nobody has yet.
+        fields["attachment_line_fr"] = "Elle est jointe à ce message."
+        fields["attachment_line_en"] = "It is attached to this message."
     return fields, attachments
 
 
@@ -219,6 +212,8 @@ def send_email_job(db: Database, settings: Settings, job: ClaimedJob) -> str:
             session, settings, payload["template"], locale, payload.get("params") or {}
         )
         address = user.email
+    if payload["template"] == "invoice_issued":
+        attachments.append(ensure_pdf(db, settings, fields["invoice_number"]))
     if not settings.smtp_url:
         log.warning("email not sent: METERBILL_SMTP_URL is not set", extra={"job_id": job.id})
         return "smtp_not_configured"
