@@ -174,11 +174,12 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def make_service(database_url: str) -> Iterator[Callable[..., Service]]:
+def make_service(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """Start meterbill with these settings on the test's database; stopped after the test."""
     started: list[Service] = []
 
     def start(clock: Clock | None = None, **overrides: Any) -> Service:
+        overrides.setdefault("invoice_dir", tmp_path / "invoices")
         settings = base_settings(database_url, **overrides)
         clock = clock or Clock()
         app = create_app(settings, migrate=False, clock=clock)

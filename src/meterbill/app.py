@@ -18,6 +18,7 @@ from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.errors import MeterbillError
+from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
 from meterbill.services import Services
@@ -91,6 +92,7 @@ def create_app(
         "quotas and numbered invoices.",
         lifespan=lifespan,
     )
+    app.include_router(invoicing_router)
     app.include_router(billing_router)
     app.include_router(usage_router)
     app.include_router(metering_router)

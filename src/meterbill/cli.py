@@ -10,8 +10,10 @@ from sqlalchemy import select
 
 from meterbill.config import Settings
 from meterbill.db import Database
+from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
+app.add_typer(invoices_app, name="invoices")
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 usage_app = typer.Typer(help="Usage metering.", no_args_is_help=True)
@@ -137,3 +139,12 @@ def _figures(figures: tuple[int, int, int] | None) -> str:
         return "none"
     total, events, peak = figures
     return f"{total}/{events} events/peak {peak}"
+
+
+def _register_background_commands() -> None:
+    from meterbill.jobs.cli import register
+
+    register(app)
+
+
+_register_background_commands()

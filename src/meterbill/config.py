@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
     plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")
 
+    # Invoicing: where PDFs go, and the seller's identity printed on every invoice.
+    invoice_dir: Path = Field(Path("var/invoices"), alias="METERBILL_INVOICE_DIR")
+    seller_name: str = Field("", alias="METERBILL_SELLER_NAME")
+    seller_address: str = Field("", alias="METERBILL_SELLER_ADDRESS")  # lines split by \n or ;
+    seller_email: str = Field("", alias="METERBILL_SELLER_EMAIL")
+    seller_siren: str = Field("", alias="METERBILL_SELLER_SIREN")
+    seller_siret: str = Field("", alias="METERBILL_SELLER_SIRET")
+    seller_vat_number: str = Field("", alias="METERBILL_SELLER_VAT_NUMBER")
+    seller_legal_form: str = Field("", alias="METERBILL_SELLER_LEGAL_FORM")  # SAS au capital…
+    seller_rcs: str = Field("", alias="METERBILL_SELLER_RCS")  # RCS Paris 123 456 789
+    seller_vat_exempt: bool = Field(False, alias="METERBILL_SELLER_VAT_EXEMPT")  # art. 293 B
+    seller_late_payment_terms: str = Field(
+        "En cas de retard de paiement : pénalités au taux égal à trois fois le taux d'intérêt "
+        "légal, et indemnité forfaitaire pour frais de recouvrement de 40 € "
+        "(art. L441-10 et D441-5 du Code de commerce). Pas d'escompte pour paiement anticipé.",
+        alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
+    )
+    seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+
     limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
     limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
     limit_premium_api_calls: int | None = Field(None, alias="BILLING_LIMIT_PREMIUM_API_CALLS")
@@ -52,6 +71,28 @@ class Settings(BaseSettings):
     limit_pro_tokens: int | None = Field(None, alias="BILLING_LIMIT_PRO_TOKENS")
 
     log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
+
+    # Background work (meterbill.jobs, meterbill.notify).
+    smtp_url: str = Field("", alias="METERBILL_SMTP_URL")
+    email_from: str = Field("meterbill <billing@localhost>", alias="METERBILL_EMAIL_FROM")
+    portal_url: str | None = Field(None, alias="METERBILL_PORTAL_URL")
+    webhook_urls: str = Field("", alias="METERBILL_WEBHOOK_URLS")
+    webhook_secret: str = Field("", alias="METERBILL_WEBHOOK_SECRET")
+    webhook_timeout_seconds: float = Field(10.0, alias="METERBILL_WEBHOOK_TIMEOUT", gt=0)
+    job_lease_seconds: float = Field(120.0, alias="METERBILL_JOB_LEASE_SECONDS", gt=0)
+    worker_poll_seconds: float = Field(1.0, alias="METERBILL_WORKER_POLL_SECONDS", gt=0)
+    reconcile_stale_days: int = Field(7, alias="METERBILL_RECONCILE_STALE_DAYS", ge=0)
+    event_retention_days: int = Field(180, alias="METERBILL_EVENT_RETENTION_DAYS", ge=1)
+    job_retention_days: int = Field(30, alias="METERBILL_JOB_RETENTION_DAYS", ge=1)
+
+    def webhook_targets(self) -> list[str]:
+        """The SaaS backend URLs that receive meterbill's own webhooks."""
+        return [url.strip() for url in self.webhook_urls.split(",") if url.strip()]
+
+    def portal_link(self) -> str:
+        """Where an email sends a user to fix their payment method (the SaaS's page that
+        opens the Stripe portal)."""
+        return self.portal_url or f"{self.app_base_url.rstrip('/')}/billing/portal"
 
     def catalog(self) -> Catalog:
         """The plan catalog: built-in plans, then the plans file, then env overrides."""

@@ -108,6 +108,15 @@ class InvalidMonth(MeterbillError):
     message_en = "Invalid month format. Use YYYY-MM"
 
 
+class InvoiceNotFound(MeterbillError):
+    """No such invoice for this user (another user's number is not found either)."""
+
+    status = 404
+    code = "invoice_not_found"
+    message_fr = "Facture introuvable"
+    message_en = "Invoice not found"
+
+
 class WebhookNotConfigured(MeterbillError):
     status = 503
     code = "webhook_not_configured"

@@ -4,6 +4,7 @@ from meterbill.auth.models import ApiKey, User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
+from meterbill.jobs.models import Job
 from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily, UsageMonthly
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ConsumptionEvent",
     "DocumentSequence",
     "Invoice",
+    "Job",
     "Subscription",
     "Transaction",
     "UsageAlert",

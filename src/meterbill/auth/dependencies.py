@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy import update
 
 from meterbill.auth.models import User
 from meterbill.auth.service import TokenClaims, decode_user_token, ensure_user, verify_api_key
@@ -30,10 +31,18 @@ def current_user(
     claims = decode_user_token(services.settings, token)
     with services.db.reading() as session:
         user = session.get(User, claims.user_id)
-        known = user is not None and (claims.email is None or user.email == claims.email)
+        known = (
+            user is not None
+            and (claims.email is None or user.email == claims.email)
+            and (claims.locale is None or user.locale == claims.locale)
+        )
     if not known:
         with services.db.transaction() as session:
             ensure_user(session, claims.user_id, claims.email)
+            if claims.locale:
+                session.execute(
+                    update(User).where(User.id == claims.user_id).values(locale=claims.locale)
+                )
     return claims
 
 

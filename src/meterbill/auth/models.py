@@ -20,6 +20,10 @@ class User(Base):
     # The plan last written by a subscription change; limits use the effective plan instead.
     plan: Mapped[str] = mapped_column(String(64), default="free")
     stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # Language of the emails sent to the user: "fr" (the seed's) or "en".
+    locale: Mapped[str] = mapped_column(String(8), default="fr", server_default="fr")
+    # When reconciliation last compared this user's subscriptions with Stripe.
+    reconciled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

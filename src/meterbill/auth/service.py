@@ -23,6 +23,7 @@ API_KEY_PREFIX = "mb_"
 class TokenClaims:
     user_id: str
     email: str | None
+    locale: str | None = None  # "fr" or "en": the language of the user's emails
 
 
 def decode_user_token(settings: Settings, token: str) -> TokenClaims:
@@ -56,7 +57,12 @@ def decode_user_token(settings: Settings, token: str) -> TokenClaims:
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
         raise InvalidToken()
     email = claims.get("email")
-    return TokenClaims(subject, email if isinstance(email, str) else None)
+    locale = str(claims.get("locale") or "").lower()[:2]
+    return TokenClaims(
+        subject,
+        email if isinstance(email, str) else None,
+        locale if locale in ("fr", "en") else None,
+    )
 
 
 def ensure_user(session: Session, user_id: str, email: str | None = None) -> None:

@@ -70,6 +70,22 @@ class StripeGateway:
         )
         return str(customer.id)
 
+    def list_invoice_payments(
+        self, *, invoice_id: str | None = None, payment_intent: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The payments of an invoice, or the invoice payments of a payment intent (today's
+        API no longer puts them in invoice events: `payments` is only includable)."""
+        params: dict[str, Any] = {"limit": 10}
+        if invoice_id:
+            params["invoice"] = invoice_id
+        if payment_intent:
+            params["payment"] = {"type": "payment_intent", "payment_intent": payment_intent}
+        page = self.call(
+            "invoice_payments.list",
+            lambda c: c.v1.invoice_payments.list(params),  # type: ignore[arg-type]
+        )
+        return [payment.to_dict() for payment in page.data]
+
     def create_checkout_session(
         self, *, customer_id: str, user_id: str, plan: str, price_id: str
     ) -> tuple[str, str]:
@@ -111,3 +127,15 @@ class StripeGateway:
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         customer = self.call("customers.retrieve", lambda c: c.v1.customers.retrieve(customer_id))
         return customer.to_dict()
+
+    def list_subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer, canceled ones included."""
+        subscriptions = self.call(
+            "subscriptions.list",
+            lambda c: list(
+                c.v1.subscriptions.list(
+                    {"customer": customer_id, "status": "all", "limit": 100}
+                ).auto_paging_iter()
+            ),
+        )
+        return [sub.to_dict() for sub in subscriptions]

@@ -27,6 +27,9 @@ class Subscription(Base):
     end_date: Mapped[datetime | None]
     current_period_end: Mapped[datetime | None]
     grace_period_end: Mapped[datetime | None]
+    # The grace_period_end whose expiry was acted on (user downgraded and told); the fold
+    # never writes it, so a new grace period is acted on again.
+    grace_expired_for: Mapped[datetime | None]
     # `created` of the newest Stripe event folded into this row (see billing.subscriptions).
     state_event_created: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

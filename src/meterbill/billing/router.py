@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
 from meterbill.billing import service
 from meterbill.billing.schemas import CheckoutOut, PortalOut, StatusOut, WebhookOut
 from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
+from meterbill.invoicing.pdf import render_missing_pdfs
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 
@@ -51,7 +52,9 @@ def billing_status(user: CurrentUser, services: ServicesDep) -> StatusOut:
 
 
 @router.post("/webhook", response_model=WebhookOut)
-async def stripe_webhook(request: Request, services: ServicesDep) -> WebhookOut:
+async def stripe_webhook(
+    request: Request, services: ServicesDep, background: BackgroundTasks
+) -> WebhookOut:
     """Receive a Stripe event (signature verified); each event id is applied once."""
     payload = await request.body()
     event = parse_stripe_event(services.settings, payload, request.headers.get("stripe-signature"))
@@ -64,4 +67,10 @@ async def stripe_webhook(request: Request, services: ServicesDep) -> WebhookOut:
         event,
         services.now(),
     )
+    if outcome == "applied" and event["type"] in _ISSUING_EVENTS:
+        # PDFs are rendered after the commit and the answer, off Stripe's critical path.
+        background.add_task(render_missing_pdfs, services.db, services.settings)
     return WebhookOut(outcome=outcome)
+
+
+_ISSUING_EVENTS = {"invoice.paid", "invoice.payment_succeeded", "charge.refunded"}

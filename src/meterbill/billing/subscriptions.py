@@ -26,6 +26,7 @@ from meterbill.billing.stripe_objects import (
     read_subscription,
 )
 from meterbill.config import Catalog
+from meterbill.notify.service import notify_plan_changed
 
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
 PAYING_STATUSES = ("active", "trialing")
@@ -217,5 +218,7 @@ def sync_user_plan(session: Session, user: User, now: datetime) -> str:
     """Write the user's effective plan on `saas_users.plan` (informational; reads recompute)."""
     plan = effective_plan(current_subscription(session, user.id), now)
     if user.plan != plan:
+        # The SaaS's backend hears of it from the same transaction (outgoing webhook).
+        notify_plan_changed(session, user.id, user.plan, plan, now)
         user.plan = plan
     return plan

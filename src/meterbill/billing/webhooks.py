@@ -36,6 +36,7 @@ from meterbill.invoicing.service import (
     record_invoice_payment,
     record_refunds,
 )
+from meterbill.notify.service import notify_invoice_issued, notify_payment_failed
 
 log = logging.getLogger("meterbill.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -249,14 +250,52 @@ def _on_payment_failed(ctx: EventContext) -> tuple[str, str | None]:
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
     record_failed_payment(ctx.session, user.id, ctx.object, ctx.event["id"], ctx.now)
-    return _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
+    outcome = _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
+    _tell_payment_failed(ctx, user, subscription_id)
+    return outcome
+
+
+def _tell_payment_failed(ctx: EventContext, user: User, subscription_id: str | None) -> None:
+    """Email the user and tell the SaaS, once per failed attempt, unless the subscription
+    is already settled by a later event (a late failure notice must not alarm anyone)."""
+    row = None
+    if subscription_id:
+        row = ctx.session.scalars(
+            select(Subscription).where(Subscription.stripe_subscription_id == subscription_id)
+        ).one_or_none()
+        if row is None or row.status not in ("past_due", "unpaid", "incomplete"):
+            return
+    invoice = ctx.object
+    attempt = invoice.get("attempt_count")
+    notify_payment_failed(
+        ctx.session,
+        user.id,
+        cause=f"{invoice.get('id')}:{attempt}" if invoice.get("id") else ctx.event["id"],
+        plan=row.plan if row else None,
+        amount=invoice.get("amount_due"),
+        currency=invoice.get("currency"),
+        grace_period_end=row.grace_period_end if row else None,
+        subscription_id=subscription_id,
+        now=ctx.now,
+    )
 
 
 def _on_payment_succeeded(ctx: EventContext) -> tuple[str, str | None]:
     user, subscription_id = _invoice_context(ctx)
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
-    record_invoice_payment(ctx.session, user.id, ctx.object, ctx.event["id"], ctx.now)
+    invoice = record_invoice_payment(
+        ctx.session,
+        user.id,
+        ctx.object,
+        ctx.event["id"],
+        ctx.now,
+        settings=ctx.gateway.settings,
+        catalog=ctx.catalog,
+        gateway=ctx.gateway,
+    )
+    if invoice is not None:
+        notify_invoice_issued(ctx.session, invoice.id)
     return _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
 
 
@@ -265,7 +304,15 @@ def _on_charge_refunded(ctx: EventContext) -> tuple[str, str | None]:
     user = _resolve_user(ctx, customer_id_of(charge), metadata_user_id(charge))
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(charge)}"
-    record_refunds(ctx.session, user.id, charge, ctx.event["id"], ctx.now)
+    record_refunds(
+        ctx.session,
+        user.id,
+        charge,
+        ctx.event["id"],
+        ctx.now,
+        settings=ctx.gateway.settings,
+        gateway=ctx.gateway,
+    )
     return "applied", None
 
 

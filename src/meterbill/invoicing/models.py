@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.db import Base, utcnow
@@ -21,7 +21,12 @@ class DocumentSequence(Base):
 
 
 class Invoice(Base):
-    """An issued invoice (or credit note); never changed once written."""
+    """An issued invoice (or credit note); never changed once written.
+
+    Credit notes carry negative amounts. The seller and the buyer are copied onto the row as
+    they were at issue time, so re-rendering a lost PDF later prints the same document.
+    Triggers from migration 0003 refuse any UPDATE or DELETE of an issued row.
+    """
 
     __tablename__ = "invoices"
 
@@ -33,12 +38,46 @@ class Invoice(Base):
     )
     period: Mapped[str] = mapped_column(String(7))  # YYYY-MM of the issue date
     amount: Mapped[int] = mapped_column(BigInteger)  # total, tax included, in cents
+    amount_ht: Mapped[int] = mapped_column(BigInteger, default=0)  # before tax, cents
+    amount_tva: Mapped[int] = mapped_column(BigInteger, default=0)  # VAT, cents
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default="paid")
+    # Relative to METERBILL_INVOICE_DIR, fixed at issue; the file is rendered later.
     pdf_path: Mapped[str | None] = mapped_column(String(1024))
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
     credited_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
     issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    paid_at: Mapped[datetime | None]
+    service_start: Mapped[datetime | None]
+    service_end: Mapped[datetime | None]
+    seller: Mapped[str] = mapped_column(Text, default="{}")  # JSON snapshot of the seller
+    buyer_name: Mapped[str | None] = mapped_column(String(255))
+    buyer_email: Mapped[str | None] = mapped_column(String(320))
+    buyer_address: Mapped[str | None] = mapped_column(Text)  # one line per address line
+    buyer_vat_number: Mapped[str | None] = mapped_column(String(64))
+
+
+class InvoiceLine(Base):
+    """One line of an invoice or credit note; amounts in cents, negative on credit notes."""
+
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="RESTRICT"), index=True
+    )
+    position: Mapped[int]
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    # Cents before tax, as a decimal string (Stripe's unit_amount_decimal can be "0.15").
+    unit_price_ht: Mapped[str] = mapped_column(String(32))
+    vat_rate_bp: Mapped[int]  # basis points: 2000 = 20 %
+    amount_ht: Mapped[int] = mapped_column(BigInteger)
+    amount_tva: Mapped[int] = mapped_column(BigInteger)
+    amount_ttc: Mapped[int] = mapped_column(BigInteger)
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
 
 
 class Transaction(Base):
@@ -57,4 +96,6 @@ class Transaction(Base):
     stripe_payment_intent: Mapped[str | None] = mapped_column(String(255))
     stripe_object_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_event_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,7 +1,7 @@
 """usage metering: the daily peak for `max` meters, monthly totals, and quota alerts
 
 Revision ID: 0002_usage
-Revises: 0001
+Revises: 0003_invoicing
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002_usage"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003_invoicing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

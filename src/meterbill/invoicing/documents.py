@@ -1,0 +1,104 @@
+"""Writing a numbered document (invoice or credit note) with its lines, and the gapless
+number sequences behind ``FACT-YYYYMM-XXXX`` and ``AVOIR-YYYYMM-XXXX``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from meterbill.db import insert_for
+from meterbill.invoicing.amounts import LineDraft, totals_of
+from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine
+from meterbill.invoicing.parties import Buyer
+
+INVOICE_SERIES = "FACT"
+CREDIT_NOTE_SERIES = "AVOIR"
+
+
+def issue_document_number(session: Session, series: str, when: datetime) -> str:
+    """The next number of `series` for the month of `when`: ``FACT-YYYYMM-0001`` onwards.
+
+    The counter row is incremented in the caller's transaction and stays locked until it
+    ends, so concurrent issuers queue, and a rollback gives the number back: no gap, no
+    duplicate. Past 9999 the counter simply gets wider.
+    """
+    period = when.strftime("%Y%m")
+    insert = insert_for(session)
+    statement = (
+        insert(DocumentSequence)
+        .values(series=series, period=period, last_number=1)
+        .on_conflict_do_update(
+            index_elements=["series", "period"],
+            set_={"last_number": DocumentSequence.last_number + 1},
+        )
+        .returning(DocumentSequence.last_number)
+    )
+    number = session.execute(statement).scalar_one()
+    return f"{series}-{period}-{number:04d}"
+
+
+def pdf_relative_path(number: str, when: datetime) -> str:
+    """Where a document's PDF lives under METERBILL_INVOICE_DIR; fixed at issue."""
+    return f"{when:%Y}/{when:%m}/{number}.pdf"
+
+
+def write_document(
+    session: Session,
+    *,
+    series: str,
+    kind: str,
+    user_id: str,
+    currency: str,
+    lines: Sequence[LineDraft],
+    seller: dict[str, Any],
+    buyer: Buyer,
+    now: datetime,
+    **fields: Any,
+) -> Invoice:
+    """Take the next number and write the document with its lines, in the caller's
+    transaction. Everything slow (Stripe calls) must be done before: the number's counter
+    row stays locked until the transaction ends."""
+    number = issue_document_number(session, series, now)
+    totals = totals_of(lines)
+    document = Invoice(
+        invoice_number=number,
+        kind=kind,
+        user_id=user_id,
+        period=now.strftime("%Y-%m"),
+        amount=totals.ttc,
+        amount_ht=totals.ht,
+        amount_tva=totals.tva,
+        currency=currency,
+        pdf_path=pdf_relative_path(number, now),
+        issued_at=now,
+        seller=json.dumps(seller, ensure_ascii=False, sort_keys=True),
+        buyer_name=buyer.name,
+        buyer_email=buyer.email,
+        buyer_address="\n".join(buyer.address) or None,
+        buyer_vat_number=buyer.vat_number,
+        **fields,
+    )
+    session.add(document)
+    session.flush()
+    for position, line in enumerate(lines, start=1):
+        session.add(
+            InvoiceLine(
+                invoice_id=document.id,
+                position=position,
+                description=line.description,
+                quantity=line.quantity,
+                unit_price_ht=line.unit_price_ht,
+                vat_rate_bp=line.vat_rate_bp,
+                amount_ht=line.amount_ht,
+                amount_tva=line.amount_tva,
+                amount_ttc=line.amount_ttc,
+                period_start=line.period_start,
+                period_end=line.period_end,
+            )
+        )
+    session.flush()
+    return document

@@ -1,0 +1,204 @@
+"""PDFs of invoices and credit notes: an HTML template in French, rendered by WeasyPrint.
+
+A document's `pdf_path` is fixed when it is issued; the file is written after the webhook's
+transaction has committed (a background task) or, failing that, on the first download. A
+missing file is simply rendered again: every input is frozen on the document's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import select
+
+from meterbill.config import Settings
+from meterbill.db import Database
+from meterbill.invoicing.ledger import find_document, lines_of, seller_of
+from meterbill.invoicing.models import Invoice, InvoiceLine
+
+log = logging.getLogger("meterbill.invoicing")
+_environment = Environment(
+    loader=PackageLoader("meterbill.invoicing", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF"}
+
+
+def format_money(cents: int, currency: str) -> str:
+    """French notation: ``1 234,56 €``, ``-10,80 €``."""
+    sign = "-" if cents < 0 else ""
+    units, rest = divmod(abs(cents), 100)
+    grouped = f"{units:,}".replace(",", " ")
+    return f"{sign}{grouped},{rest:02d} {_SYMBOLS.get(currency.upper(), currency.upper())}"
+
+
+def format_unit_price(cents: str, currency: str) -> str:
+    value = Decimal(cents) / 100
+    text = f"{value:.2f}" if value == value.quantize(Decimal("0.01")) else f"{value.normalize():f}"
+    whole, _, fraction = text.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    grouped = f"{int(whole.lstrip('-') or 0):,}".replace(",", " ")
+    return f"{sign}{grouped},{fraction} {_SYMBOLS.get(currency.upper(), currency.upper())}"
+
+
+def format_rate(basis_points: int) -> str:
+    value = Decimal(basis_points) / 100
+    return f"{value.normalize():f}".replace(".", ",") + " %"
+
+
+def _date(value: datetime | None) -> str:
+    return value.strftime("%d/%m/%Y") if value else ""
+
+
+def _period(start: datetime | None, end: datetime | None) -> str:
+    if start and end:
+        return f"du {_date(start)} au {_date(end)}"
+    return _date(start or end)
+
+
+def render_document_html(
+    document: Invoice, lines: list[InvoiceLine], credited: Invoice | None = None
+) -> str:
+    currency = document.currency
+    vat: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for line in lines:
+        vat[line.vat_rate_bp][0] += line.amount_ht
+        vat[line.vat_rate_bp][1] += line.amount_tva
+    context: dict[str, Any] = {
+        "title": "Avoir" if document.kind == "credit_note" else "Facture",
+        "doc": document,
+        "seller": seller_of(document),
+        "buyer_address": (document.buyer_address or "").splitlines(),
+        "issued": _date(document.issued_at),
+        "paid": _date(document.paid_at or document.issued_at),
+        "service_period": _period(document.service_start, document.service_end),
+        "credited_number": credited.invoice_number if credited else None,
+        "credited_issued": _date(credited.issued_at) if credited else None,
+        "lines": [
+            {
+                "description": line.description,
+                "period": _period(line.period_start, line.period_end),
+                "quantity": f"{line.quantity:,}".replace(",", " "),
+                "unit": format_unit_price(line.unit_price_ht, currency),
+                "rate": format_rate(line.vat_rate_bp),
+                "ht": format_money(line.amount_ht, currency),
+                "ttc": format_money(line.amount_ttc, currency),
+            }
+            for line in lines
+        ],
+        "vat_rows": [
+            {
+                "rate": format_rate(rate),
+                "ht": format_money(ht, currency),
+                "tva": format_money(tva, currency),
+            }
+            for rate, (ht, tva) in sorted(vat.items())
+        ],
+        "total_ht": format_money(document.amount_ht, currency),
+        "total_tva": format_money(document.amount_tva, currency),
+        "total_ttc": format_money(document.amount, currency),
+        "total_ttc_abs": format_money(abs(document.amount), currency),
+    }
+    return _environment.get_template("invoice.html").render(context)
+
+
+def render_document_pdf(
+    document: Invoice, lines: list[InvoiceLine], credited: Invoice | None = None
+) -> bytes:
+    from weasyprint import HTML  # heavy import, only where PDFs are made
+
+    html = render_document_html(document, lines, credited)
+    return HTML(string=html).write_pdf()  # type: ignore[no-any-return]
+
+
+def _write_once(target: Path, content: bytes) -> None:
+    """Write the file whole, once: readers never see half a file, and when two renderers
+    race the first file stays (a reader streaming it never sees it replaced)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".pdf.tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+        os.link(temporary, target)
+    except FileExistsError:
+        pass
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def pdf_file(settings: Settings, document: Invoice) -> Path:
+    relative = document.pdf_path or f"{document.invoice_number}.pdf"
+    return Path(settings.invoice_dir) / relative
+
+
+def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | None = None) -> Path:
+    """The document's PDF file, rendered now if it is missing. Raises InvoiceNotFound."""
+    with db.reading() as session:
+        document = find_document(session, number, user_id)
+        target = pdf_file(settings, document)
+        if target.is_file():
+            return target
+        lines = lines_of(session, document)
+        credited = (
+            session.get(Invoice, document.credited_invoice_id)
+            if document.credited_invoice_id
+            else None
+        )
+    _write_once(target, render_document_pdf(document, lines, credited))
+    log.info("invoice pdf rendered", extra={"number": number, "path": str(target)})
+    return target
+
+
+class _RenderState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending = threading.Event()
+
+
+_render_states: dict[tuple[str, str], _RenderState] = {}
+_states_lock = threading.Lock()
+
+
+def render_missing_pdfs(db: Database, settings: Settings, newest: int = 50) -> int:
+    """Render the PDFs of the newest documents whose file is missing; how many were.
+
+    Called after every issuing webhook: while one call renders, the calls that arrive ask
+    it for one more pass instead of rendering the same files beside it.
+    """
+    with _states_lock:
+        state = _render_states.setdefault((db.url, str(settings.invoice_dir)), _RenderState())
+    state.pending.set()
+    rendered = 0
+    while state.pending.is_set():
+        if not state.lock.acquire(blocking=False):
+            return rendered  # the renderer at work will make the pass asked for
+        try:
+            while state.pending.is_set():
+                state.pending.clear()
+                rendered += _render_pass(db, settings, newest)
+        finally:
+            state.lock.release()
+    return rendered
+
+
+def _render_pass(db: Database, settings: Settings, newest: int) -> int:
+    with db.reading() as session:
+        documents = session.scalars(select(Invoice).order_by(Invoice.id.desc()).limit(newest)).all()
+    rendered = 0
+    for document in documents:
+        if not pdf_file(settings, document).is_file():
+            try:
+                ensure_pdf(db, settings, document.invoice_number)
+                rendered += 1
+            except Exception:  # a later download renders it again
+                log.exception("invoice pdf not rendered", extra={"number": document.invoice_number})
+    return rendered

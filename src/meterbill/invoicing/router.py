@@ -1,0 +1,109 @@
+"""HTTP endpoints of invoicing: the user's own invoices and credit notes, JSON and PDF."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
+
+from meterbill.auth.dependencies import CurrentUser, ServicesDep
+from meterbill.invoicing import ledger
+from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.pdf import ensure_pdf
+from meterbill.invoicing.schemas import (
+    BalanceOut,
+    BuyerOut,
+    InvoiceOut,
+    InvoicePage,
+    InvoiceSummary,
+    LineOut,
+    SellerOut,
+)
+
+router = APIRouter(prefix="/api/v1/billing/invoices", tags=["invoices"])
+
+
+def _summary(session: Session, document: Invoice) -> dict[str, object]:
+    return {
+        "number": document.invoice_number,
+        "kind": document.kind,
+        "status": document.status,
+        "issued_at": document.issued_at,
+        "currency": document.currency,
+        "amount_ht": document.amount_ht,
+        "amount_tva": document.amount_tva,
+        "amount_ttc": document.amount,
+        "credited_invoice": ledger.number_of(session, document.credited_invoice_id),
+        "pdf_url": f"{router.prefix}/{document.invoice_number}/pdf",
+    }
+
+
+@router.get("", response_model=InvoicePage)
+def list_invoices(
+    user: CurrentUser,
+    services: ServicesDep,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> InvoicePage:
+    """The user's invoices and credit notes, newest first."""
+    with services.db.reading() as session:
+        documents, total = ledger.list_documents(session, user.user_id, page, per_page)
+        items = [InvoiceSummary.model_validate(_summary(session, d)) for d in documents]
+    return InvoicePage(
+        items=items, page=page, per_page=per_page, total=total, has_more=page * per_page < total
+    )
+
+
+@router.get("/{number}", response_model=InvoiceOut)
+def get_invoice(number: str, user: CurrentUser, services: ServicesDep) -> InvoiceOut:
+    """One invoice or credit note with its lines, seller, buyer and ledger balance."""
+    with services.db.reading() as session:
+        document = ledger.find_document(session, number, user.user_id)
+        balance = None
+        if document.kind == "invoice":
+            figures = ledger.invoice_balance(session, document)
+            balance = BalanceOut(
+                total=figures.total,
+                paid=figures.paid,
+                refunded=figures.refunded,
+                net_paid=figures.net_paid,
+                credited=figures.credited,
+                due=figures.due,
+                status=figures.status,
+            )
+        return InvoiceOut.model_validate(
+            {
+                **_summary(session, document),
+                "period": document.period,
+                "paid_at": document.paid_at,
+                "service_start": document.service_start,
+                "service_end": document.service_end,
+                "stripe_invoice_id": document.stripe_invoice_id,
+                "seller": SellerOut.model_validate(ledger.seller_of(document)),
+                "buyer": BuyerOut(
+                    name=document.buyer_name,
+                    email=document.buyer_email,
+                    address=(document.buyer_address or "").splitlines(),
+                    vat_number=document.buyer_vat_number,
+                ),
+                "lines": [
+                    LineOut.model_validate(line, from_attributes=True)
+                    for line in ledger.lines_of(session, document)
+                ],
+                "credit_notes": ledger.credit_note_numbers(session, document),
+                "balance": balance,
+            }
+        )
+
+
+@router.get(
+    "/{number}/pdf",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+def get_invoice_pdf(number: str, user: CurrentUser, services: ServicesDep) -> FileResponse:
+    """The document as a PDF (rendered now if it was never rendered or has gone missing)."""
+    path = ensure_pdf(services.db, services.settings, number, user.user_id)
+    return FileResponse(path, media_type="application/pdf", filename=f"{number}.pdf")

@@ -1,0 +1,61 @@
+"""What each kind of job does; the worker looks them up here."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from meterbill.billing.grace import expire_grace_periods
+from meterbill.billing.reconcile import reconcile
+from meterbill.billing.retention import prune_billing_events
+from meterbill.jobs.queue import prune_jobs
+from meterbill.jobs.worker import Handler, JobContext
+from meterbill.notify.service import EMAIL_JOB, send_email_job
+from meterbill.notify.webhooks import WEBHOOK_DELIVERY, WEBHOOK_EVENT, deliver, fan_out
+
+log = logging.getLogger("meterbill.jobs")
+
+
+def send_email(ctx: JobContext) -> str:
+    return send_email_job(ctx.db, ctx.settings, ctx.job)
+
+
+def fan_out_webhook(ctx: JobContext) -> int:
+    return fan_out(ctx.db, ctx.settings, ctx.job.payload)
+
+
+def deliver_webhook(ctx: JobContext) -> None:
+    deliver(ctx.settings, ctx.job.payload["url"], ctx.job.payload["event"])
+
+
+def end_grace_periods(ctx: JobContext) -> int:
+    return expire_grace_periods(ctx.db, ctx.now)
+
+
+def reconcile_with_stripe(ctx: JobContext) -> dict[str, Any]:
+    if not ctx.gateway.configured:
+        return {"skipped": "stripe not configured"}
+    report = reconcile(ctx.db, ctx.settings, ctx.catalog, ctx.gateway, ctx.now)
+    return {"customers": report.customers, "healed": report.healed, "failed": report.failed}
+
+
+def prune(ctx: JobContext) -> dict[str, int]:
+    with ctx.db.transaction() as session:
+        events = prune_billing_events(
+            session, ctx.now - timedelta(days=ctx.settings.event_retention_days)
+        )
+        jobs = prune_jobs(
+            session, ctx.now - timedelta(days=ctx.settings.job_retention_days), ctx.now
+        )
+    return {"billing_events": events, "jobs": jobs}
+
+
+HANDLERS: dict[str, Handler] = {
+    EMAIL_JOB: send_email,
+    WEBHOOK_EVENT: fan_out_webhook,
+    WEBHOOK_DELIVERY: deliver_webhook,
+    "schedule.grace": end_grace_periods,
+    "schedule.reconcile": reconcile_with_stripe,
+    "schedule.prune": prune,
+}
