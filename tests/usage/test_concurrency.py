@@ -8,7 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from meterbill.jobs.models import Job
 from tests.usage.conftest import Metering, event
 
 
@@ -88,3 +90,8 @@ def test_alerts_are_recorded_once_under_concurrent_ingestion(
         ("omar", "api_calls", "hard"),
         ("omar", "api_calls", "soft"),
     ]
+    with metering.service.db.reading() as session:
+        kinds = session.scalars(
+            select(Job.kind).where(Job.kind.in_(["email.send", "webhook.event"]))
+        )
+        assert sorted(kinds) == ["email.send"] * 4 + ["webhook.event"] * 4  # handed on once

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from meterbill.usage.alerts import mark_alerts_notified, pending_alerts
+from sqlalchemy import select
+
+from meterbill.jobs.models import Job
+from meterbill.usage.alerts import pending_alerts
 from tests.usage.conftest import Metering, event
 
 
@@ -92,9 +96,14 @@ def test_each_alert_level_is_recorded_once_a_month(make_metering: Callable[..., 
     metering.send([event("lea", value=5)])  # recorded even past the limit (ingestion)
     assert metering.alerts() == [("lea", "api_calls", "hard"), ("lea", "api_calls", "soft")]
 
-    with metering.service.db.transaction() as session:
-        pending = pending_alerts(session)
-        assert [(a.level, a.used, a.limit) for a in pending] == [("soft", 8, 10), ("hard", 10, 10)]
-        mark_alerts_notified(session, [pending[0].id], metering.service.clock())
     with metering.service.db.reading() as session:
-        assert [a.level for a in pending_alerts(session)] == ["hard"]
+        assert pending_alerts(session) == []  # handed to notifications when recorded
+        jobs = session.scalars(select(Job).order_by(Job.id)).all()
+    handed = [(job.kind, json.loads(job.payload)) for job in jobs]
+    emails = [p["params"] for kind, p in handed if kind == "email.send"]
+    webhooks = [p["data"] for kind, p in handed if kind == "webhook.event"]
+    assert [(e["level"], e["usage"], e["limit"]) for e in emails] == [(80, 8, 10), (100, 10, 10)]
+    assert [(w["user_id"], w["metric"], w["level"]) for w in webhooks] == [
+        ("lea", "api_calls", 80),
+        ("lea", "api_calls", 100),
+    ]

@@ -4,7 +4,8 @@ records the events. Crossings are read from the monthly totals the recording sta
 returns: those are updated under the row's lock, so of two concurrent batches the later
 sees the earlier's total and exactly one of them sees the threshold crossed. The row's
 unique key (inserted with `ON CONFLICT DO NOTHING`) makes a second alert impossible anyway.
-Notifications read `pending_alerts` and mark them delivered with `mark_alerts_notified`."""
+Each new alert is handed to notifications in the same transaction (`notify_quota_alert`:
+an email job and a `quota.alert` webhook, each deduplicated by its cause)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.config import Catalog, Meter, Plan
 from meterbill.db import insert_for
+from meterbill.notify.service import notify_quota_alert
 from meterbill.usage.models import UsageAlert
 from meterbill.usage.recording import MonthChange
 from meterbill.usage.service import plans_of
@@ -30,14 +32,16 @@ class Crossing:
     level: str  # soft | hard
     used: int
     limit: int
+    percent: int  # the threshold, in % of the limit: the alert ratio, or 100
 
 
-def thresholds(plan: Plan, metric: str) -> list[tuple[str, float, int]]:
-    """(level, threshold, limit) of the plan's alerts on `metric`."""
+def thresholds(plan: Plan, metric: str) -> list[tuple[str, float, int, int]]:
+    """(level, threshold, limit, percent) of the plan's alerts on `metric`."""
     limit = plan.limits.get(metric)
     if limit is None or limit <= 0:
         return []
-    return [("soft", limit * plan.alert_ratio, limit), ("hard", limit, limit)]
+    soft = round(plan.alert_ratio * 100)
+    return [("soft", limit * plan.alert_ratio, limit, soft), ("hard", limit, limit, 100)]
 
 
 def crossings(
@@ -45,8 +49,8 @@ def crossings(
 ) -> list[Crossing]:
     """The alert levels a change from `before` to `after` crossed."""
     return [
-        Crossing(user_id, metric, month, level, after, limit)
-        for level, threshold, limit in thresholds(plan, metric)
+        Crossing(user_id, metric, month, level, after, limit, percent)
+        for level, threshold, limit, percent in thresholds(plan, metric)
         if before < threshold <= after
     ]
 
@@ -77,7 +81,7 @@ def alerts_for(
         if any(
             before < threshold <= after
             for plan in every_plan
-            for _, threshold, _ in thresholds(plan, change.metric)
+            for _, threshold, _, _ in thresholds(plan, change.metric)
         ):
             candidates.append((change, before, after))
     if not candidates:
@@ -93,10 +97,12 @@ def alerts_for(
 
 
 def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) -> int:
-    """Insert the alerts not recorded yet; returns how many were new."""
+    """Insert the alerts not recorded yet and hand each new one to notifications (an email
+    and a `quota.alert` webhook, enqueued in this transaction); returns how many were new."""
     if not found:
         return 0
     insert = insert_for(session)
+    ordered = sorted(found, key=lambda c: (c.user_id, c.metric, c.month, c.level))
     rows = [
         {
             "user_id": c.user_id,
@@ -106,20 +112,28 @@ def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) ->
             "used": c.used,
             "limit": c.limit,
             "created_at": now,
+            "notified_at": now,
         }
-        for c in sorted(found, key=lambda c: (c.user_id, c.metric, c.month, c.level))
+        for c in ordered
     ]
-    result = session.execute(
+    inserted = session.execute(
         insert(UsageAlert)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["user_id", "metric", "month", "level"])
-        .returning(UsageAlert.id)
-    )
-    return len(result.all())
+        .returning(UsageAlert.user_id, UsageAlert.metric, UsageAlert.month, UsageAlert.level)
+    ).all()
+    new = {tuple(row) for row in inserted}
+    for c in ordered:
+        if (c.user_id, c.metric, c.month, c.level) in new:
+            notify_quota_alert(
+                session, c.user_id, c.metric, c.percent, c.month, usage=c.used, limit=c.limit
+            )
+    return len(new)
 
 
 def pending_alerts(session: Session, limit: int = 100) -> list[UsageAlert]:
-    """Alerts not yet handed to notifications, oldest first."""
+    """Alerts not handed to notifications, oldest first (none, unless a row was written
+    without `record_alerts`, e.g. by hand: `notified_at` is set when it enqueues them)."""
     return list(
         session.scalars(
             select(UsageAlert)
