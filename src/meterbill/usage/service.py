@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.billing.models import Subscription
@@ -19,7 +19,7 @@ from meterbill.billing.subscriptions import (
 )
 from meterbill.config import Catalog, Meter, Plan
 from meterbill.errors import InvalidMonth
-from meterbill.usage.models import UsageDaily, UsageMonthly
+from meterbill.usage.models import UsageMonthly
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -55,33 +55,6 @@ def metric_usage(plan: Plan, metric: str, used: int) -> MetricUsage:
     elif limit > 0 and used >= limit * plan.alert_ratio:
         alert = "soft"
     return MetricUsage(metric, used, limit, pct, alert)
-
-
-def monthly_totals(
-    session: Session,
-    user_id: str,
-    start: date,
-    end: date,
-    meters: Mapping[str, Meter] | None = None,
-) -> dict[str, int]:
-    """Each metric's total over [start, end), aggregated as its meter says (default: sum).
-
-    Reads at most one row per metric and day, however many events were recorded."""
-    rows = session.execute(
-        select(
-            UsageDaily.metric,
-            func.sum(UsageDaily.total),
-            func.sum(UsageDaily.events),
-            func.max(UsageDaily.peak),
-        )
-        .where(UsageDaily.user_id == user_id, UsageDaily.day >= start, UsageDaily.day < end)
-        .group_by(UsageDaily.metric)
-    ).all()
-    meters = meters or {}
-    return {
-        metric: aggregate(meters.get(metric), total, count, peak)
-        for metric, total, count, peak in rows
-    }
 
 
 def month_usage(
