@@ -1,4 +1,4 @@
-"""Monthly consumption against plan limits, read from per-day totals."""
+"""Monthly consumption against plan limits, read from the monthly totals."""
 
 from __future__ import annotations
 
