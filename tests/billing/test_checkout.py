@@ -147,3 +147,29 @@ def test_portal_needs_a_customer_then_answers_a_url(stripe_service: Service) -> 
     portal = stripe_service.client.post(PORTAL, headers=headers)
     assert portal.status_code == 200
     assert portal.json()["portal_url"].startswith("https://billing.stripe.com/")
+
+
+def test_checkout_for_the_plan_in_effect_is_400(stripe_service: Service) -> None:
+    from tests import stripe_events as se
+    from tests.billing.helpers import user_with_customer
+
+    customer = user_with_customer(stripe_service, "paying")
+    price = stripe_service.settings.stripe_price_premium or ""
+    stripe_service.post_event(
+        se.event("customer.subscription.created", se.subscription("sub_p", customer, price))
+    )
+    same = stripe_service.client.post(
+        CHECKOUT, json={"plan": "premium"}, headers=stripe_service.auth("paying")
+    )
+    assert same.status_code == 400 and same.json()["code"] == "already_on_plan"
+    assert same.json()["error"] == "Vous êtes déjà sur le plan premium"
+    other = stripe_service.client.post(
+        CHECKOUT, json={"plan": "pro"}, headers=stripe_service.auth("paying")
+    )
+    assert other.status_code == 200
+
+
+def test_portal_without_stripe_is_503(make_service: Callable[..., Service]) -> None:
+    service = make_service()
+    response = service.client.post(PORTAL, headers=service.auth())
+    assert response.status_code == 503 and response.json()["code"] == "stripe_not_configured"

@@ -268,3 +268,24 @@ def httpx_customer(peer: StripePeer, user_id: str) -> str:
             f"{peer.url}/v1/customers", data={"metadata[user_id]": user_id}, auth=("sk_test_x", "")
         ).json()["id"]
     )
+
+
+def test_status_of_a_user_without_subscription(service: Service) -> None:
+    assert status(service, "nobody") == {
+        "plan": "free",
+        "status": "active",
+        "stripe_customer_id": None,
+        "stripe_subscription_id": None,
+        "start_date": None,
+        "end_date": None,
+        "current_period_end": None,
+        "grace_period_end": None,
+    }
+
+
+def test_other_event_types_are_recorded_and_acknowledged(service: Service) -> None:
+    event = se.event("customer.created", {"id": "cus_new", "object": "customer"})
+    response = service.post_event(event)
+    assert response.status_code == 200 and response.json()["outcome"] == "ignored"
+    assert [(e.stripe_event_id, e.outcome) for e in events(service)] == [(event["id"], "ignored")]
+    assert service.post_event(event).json()["outcome"] == "duplicate"
