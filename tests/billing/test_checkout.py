@@ -151,9 +151,13 @@ def test_portal_needs_a_customer_then_answers_a_url(stripe_service: Service) -> 
 
 def test_checkout_for_the_plan_in_effect_is_400(stripe_service: Service) -> None:
     from tests import stripe_events as se
-    from tests.billing.helpers import user_with_customer
 
-    customer = user_with_customer(stripe_service, "paying")
+    headers = stripe_service.auth("paying")
+    assert (
+        stripe_service.client.post(CHECKOUT, json={"plan": "premium"}, headers=headers).status_code
+        == 200
+    )
+    customer = _customer_ids(stripe_service)[0] or ""
     price = stripe_service.settings.stripe_price_premium or ""
     stripe_service.post_event(
         se.event("customer.subscription.created", se.subscription("sub_p", customer, price))
