@@ -37,7 +37,7 @@ def serve(
     """Serve the HTTP API (migrations are applied first)."""
     import uvicorn
 
-    from meterbill.serving import NoDelayH11Protocol
+    from meterbill.serving import NoDelayHttpToolsProtocol
 
     settings = Settings()
     _database(settings).dispose()
@@ -49,7 +49,7 @@ def serve(
         workers=workers,
         log_level="warning",
         proxy_headers=True,
-        http=NoDelayH11Protocol,
+        http=NoDelayHttpToolsProtocol,
     )
 
 

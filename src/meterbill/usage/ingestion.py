@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from meterbill.config import Catalog
 from meterbill.db import Database
@@ -109,7 +110,7 @@ def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: dateti
 def ingest_document(db: Database, catalog: Catalog, document: bytes, now: datetime) -> IngestResult:
     """`ingest` for the JSON body of the ingestion API: parsed, validated as a whole, stored."""
     try:
-        payload = json.loads(document)
-    except ValueError:
+        payload = orjson.loads(document)
+    except orjson.JSONDecodeError:
         payload = None
     return ingest(db, catalog, parse_events(payload, catalog, now), now)
