@@ -59,10 +59,11 @@ def test_the_list_is_the_users_own_newest_first_and_paginated(invoicing: Service
     assert seen == list(reversed(mine))
     first = invoicing.client.get("/api/v1/billing/invoices", headers=invoicing.auth()).json()
     assert first["items"][0]["amount_ttc"] == 1084 and first["items"][0]["kind"] == "invoice"
-    bad = invoicing.client.get(
-        "/api/v1/billing/invoices", params={"per_page": 0}, headers=invoicing.auth()
-    )
-    assert bad.status_code == 422
+    for params in ({"per_page": 0}, {"page": 2**100}, {"page": "x"}):
+        bad = invoicing.client.get(
+            "/api/v1/billing/invoices", params=params, headers=invoicing.auth()
+        )
+        assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
 
 
 def test_another_users_invoice_answers_404_in_json_and_pdf(invoicing: Service) -> None:

@@ -44,7 +44,7 @@ def _summary(session: Session, document: Invoice) -> dict[str, object]:
 def list_invoices(
     user: CurrentUser,
     services: ServicesDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> InvoicePage:
     """The user's invoices and credit notes, newest first."""
