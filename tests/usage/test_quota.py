@@ -36,6 +36,15 @@ def test_check_refuses_an_unknown_metric(metering: Metering) -> None:
     assert answer.json()["code"] == "unknown_metric"
 
 
+def test_consume_refuses_malformed_input_with_422(metering: Metering) -> None:
+    for extra in ({"value": -1}, {"value": 2**70}, {"value": "ten"}, {"user_id": ""}):
+        body = {"user_id": "ivy", **extra}
+        answer = metering.consume(body.pop("user_id"), **body)
+        assert answer.status_code == 422, extra
+        assert answer.json()["code"] == "validation_error"
+    assert metering.stored_events() == 0
+
+
 def test_consume_blocks_at_the_limit_and_records_nothing(
     make_metering: Callable[..., Metering],
 ) -> None:

@@ -14,7 +14,7 @@ class EventIn(BaseModel):
     id: str = Field(min_length=1, max_length=255)
     user_id: str = Field(min_length=1, max_length=255)
     metric: str = Field(min_length=1, max_length=64)
-    value: int = Field(1, ge=0)
+    value: int = Field(1, ge=0, le=2**62)
     timestamp: str | float
     endpoint: str | None = Field(None, max_length=512)
 
@@ -25,7 +25,7 @@ class ConsumeIn(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=255)
     user_id: str = Field(min_length=1, max_length=255)
     metric: str = Field("api_calls", min_length=1, max_length=64)
-    value: int = Field(1, ge=0)
+    value: int = Field(1, ge=0, le=2**62)
     timestamp: Any = None
     endpoint: str | None = Field(None, max_length=512)
 
