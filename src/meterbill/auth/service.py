@@ -56,11 +56,14 @@ def decode_user_token(settings: Settings, token: str) -> TokenClaims:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
         raise InvalidToken()
+    if "\x00" in subject:  # no database keeps a NUL in text (PostgreSQL refuses it)
+        raise InvalidToken()
     email = claims.get("email")
+    usable = isinstance(email, str) and "\x00" not in email and len(email) <= 320
     locale = str(claims.get("locale") or "").lower()[:2]
     return TokenClaims(
         subject,
-        email if isinstance(email, str) else None,
+        email if usable else None,
         locale if locale in ("fr", "en") else None,
     )
 

@@ -70,6 +70,7 @@ def parse_stripe_event(settings: Settings, payload: bytes, signature: str | None
         and isinstance(event.get("type"), str)
         and isinstance(event.get("data"), dict)
         and isinstance(event["data"].get("object"), dict)
+        and "\x00" not in event["id"] + event["type"]
     ):
         raise InvalidPayload()
     return event

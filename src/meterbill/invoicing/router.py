@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,10 @@ def _summary(session: Session, document: Invoice) -> dict[str, object]:
     }
 
 
+# Document numbers are `FACT-…` / `AVOIR-…`; anything else cannot name one.
+InvoiceNumber = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+
+
 @router.get("", response_model=InvoicePage)
 def list_invoices(
     user: CurrentUser,
@@ -57,7 +61,7 @@ def list_invoices(
 
 
 @router.get("/{number}", response_model=InvoiceOut)
-def get_invoice(number: str, user: CurrentUser, services: ServicesDep) -> InvoiceOut:
+def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep) -> InvoiceOut:
     """One invoice or credit note with its lines, seller, buyer and ledger balance."""
     with services.db.reading() as session:
         document = ledger.find_document(session, number, user.user_id)
@@ -103,7 +107,9 @@ def get_invoice(number: str, user: CurrentUser, services: ServicesDep) -> Invoic
     response_class=FileResponse,
     responses={200: {"content": {"application/pdf": {}}}},
 )
-def get_invoice_pdf(number: str, user: CurrentUser, services: ServicesDep) -> FileResponse:
+def get_invoice_pdf(
+    number: InvoiceNumber, user: CurrentUser, services: ServicesDep
+) -> FileResponse:
     """The document as a PDF (rendered now if it was never rendered or has gone missing)."""
     path = ensure_pdf(services.db, services.settings, number, user.user_id)
     return FileResponse(path, media_type="application/pdf", filename=f"{number}.pdf")

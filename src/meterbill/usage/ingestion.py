@@ -58,6 +58,8 @@ def _text(item: dict[str, Any], key: str, limit: int, required: bool = True) -> 
         raise ValueError(f"{key}: a non-empty string is required")
     if len(value) > limit:
         raise ValueError(f"{key}: longer than {limit} characters")
+    if "\x00" in value:
+        raise ValueError(f"{key}: contains a NUL character")
     return value
 
 

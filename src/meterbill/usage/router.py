@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
 from meterbill.usage.quota import check_quota, consume_now
-from meterbill.usage.schemas import ConsumeIn, EventIn, IngestAnswer
+from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, monthly_consumption
 
 router = APIRouter(prefix="/api/v1/billing", tags=["usage"])
@@ -137,8 +137,8 @@ async def ingest_events(request: Request, client: ApiClient, services: ServicesD
 
 @metering_router.get("/check")
 def check_usage(
-    user_id: Annotated[str, Query(min_length=1, max_length=255)],
-    metric: Annotated[str, Query(min_length=1, max_length=64)],
+    user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
+    metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
     client: ApiClient,
     services: ServicesDep,
     response: Response,
