@@ -68,15 +68,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
         balance = None
         if document.kind == "invoice":
             figures = ledger.invoice_balance(session, document)
-            balance = BalanceOut(
-                total=figures.total,
-                paid=figures.paid,
-                refunded=figures.refunded,
-                net_paid=figures.net_paid,
-                credited=figures.credited,
-                due=figures.due,
-                status=figures.status,
-            )
+            balance = BalanceOut.model_validate(figures, from_attributes=True)
         return InvoiceOut.model_validate(
             {
                 **_summary(session, document),
