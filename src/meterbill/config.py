@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
     )
     seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+    # Where the seller lives: issue dates, service periods and numbering months follow it.
+    seller_timezone: str = Field("Europe/Paris", alias="METERBILL_SELLER_TIMEZONE")
+    seller_country: str = Field("FR", alias="METERBILL_SELLER_COUNTRY")  # ISO 3166 alpha-2
 
     limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
     limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")

@@ -17,7 +17,9 @@ class InvoiceSummary(BaseModel):
     amount_tva: int
     amount_ttc: int
     credited_invoice: str | None = None
-    pdf_url: str
+    pdf_url: str  # the Factur-X PDF
+    einvoice_profile: str = "factur-x:en16931"  # the e-invoice the PDF carries
+    xml_url: str | None = None  # the same as CII (?format=cii) or UBL (?format=ubl)
 
 
 class InvoicePage(BaseModel):
