@@ -61,3 +61,30 @@ def invoices_render(
     count = render_missing_pdfs(db, settings, newest)
     db.dispose()
     typer.echo(f"{count} PDFs rendered under {settings.invoice_dir}")
+
+
+@invoices_app.command("audit")
+def invoices_audit() -> None:
+    """Check the books: gaps, dates, files against their SHA-256, the chain of seals,
+    totals against lines and balances against the ledger. Exit 1 on any problem."""
+    from meterbill.db import utcnow
+    from meterbill.invoicing.audit import audit_books, record_audit
+    from meterbill.invoicing.seals import seal_documents
+
+    settings = Settings()
+    db = _database(settings)
+    try:
+        try:
+            seal_documents(db, settings)  # documents issued since the last pass
+        except Exception as exc:
+            typer.echo(f"some documents could not be sealed: {type(exc).__name__}", err=True)
+        with db.reading() as session:
+            report = audit_books(session, settings)
+        record_audit(db, report, utcnow())
+    finally:
+        db.dispose()
+    for problem in report.problems:
+        typer.echo(f"{problem.number}\t{problem.check}\t{problem.message}")
+    typer.echo(f"{report.documents} documents audited, {len(report.problems)} problems", err=True)
+    if report.problems:
+        raise typer.Exit(1)

@@ -53,7 +53,7 @@ def pdf_relative_path(number: str, when: datetime) -> str:
     return f"{when:%Y}/{when:%m}/{number}.pdf"
 
 
-def _lock_series(session: Session, series: str) -> None:
+def lock_series(session: Session, series: str) -> None:
     """Hold the series until the transaction ends: on PostgreSQL an advisory lock; on
     SQLite the transaction already holds the database's only write lock."""
     if session.get_bind().dialect.name == "postgresql":
@@ -65,7 +65,7 @@ def issue_time(session: Session, series: str, kind: str, now: datetime) -> datet
     """The issue time of the next document of `series`, taken under the series' lock:
     never earlier than the document numbered before it, so a later number never carries
     an earlier date (a request that began earlier may take its number later)."""
-    _lock_series(session, series)
+    lock_series(session, series)
     latest = session.scalar(
         select(Invoice.issued_at).where(Invoice.kind == kind).order_by(Invoice.id.desc()).limit(1)
     )

@@ -229,6 +229,7 @@ def render_missing_pdfs(db: Database, settings: Settings, newest: int = 50) -> i
             while state.pending.is_set():
                 state.pending.clear()
                 rendered += _render_pass(db, settings, newest)
+                _seal_pass(db, settings)
         finally:
             state.lock.release()
     return rendered
@@ -246,3 +247,12 @@ def _render_pass(db: Database, settings: Settings, newest: int) -> int:
             except Exception:  # a later download renders it again
                 log.exception("invoice pdf not rendered", extra={"number": document.invoice_number})
     return rendered
+
+
+def _seal_pass(db: Database, settings: Settings) -> None:
+    from meterbill.invoicing.seals import seal_documents  # seals render through this module
+
+    try:
+        seal_documents(db, settings)
+    except Exception:  # the next pass, the worker or `invoices audit` seals them
+        log.exception("documents not sealed")
