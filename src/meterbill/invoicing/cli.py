@@ -88,3 +88,34 @@ def invoices_audit() -> None:
     typer.echo(f"{report.documents} documents audited, {len(report.problems)} problems", err=True)
     if report.problems:
         raise typer.Exit(1)
+
+
+@invoices_app.command("ereporting")
+def invoices_ereporting(
+    month: Annotated[str, typer.Option(help="Month of issue, YYYY-MM.")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="CSV file to write; - for stdout.")
+    ] = "-",
+) -> None:
+    """Write the month's e-reporting aggregates (B2C and international B2B sales, and
+    their payments) as CSV, for a dematerialisation platform."""
+    import sys
+
+    from meterbill.errors import InvalidMonth
+    from meterbill.invoicing.ereporting import write_ereporting_csv
+
+    settings = Settings()
+    db = _database(settings)
+    try:
+        with db.reading() as session:
+            if output == "-":
+                count = write_ereporting_csv(session, settings, month, sys.stdout)
+            else:
+                with open(output, "w", encoding="utf-8", newline="") as out:
+                    count = write_ereporting_csv(session, settings, month, out)
+    except InvalidMonth:
+        typer.echo("invalid month: use YYYY-MM", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    typer.echo(f"{count} aggregates for {month}", err=True)

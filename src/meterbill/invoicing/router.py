@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -73,6 +74,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
         balance = None
         lines = ledger.lines_of(session, document)
         seller = ledger.seller_of(document)
+        identity = json.loads(document.buyer_identity or "{}")
         if document.kind == "invoice":
             figures = ledger.invoice_balance(session, document)
             balance = BalanceOut.model_validate(figures, from_attributes=True)
@@ -90,6 +92,9 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
                     email=document.buyer_email,
                     address=(document.buyer_address or "").splitlines(),
                     vat_number=document.buyer_vat_number,
+                    siren=identity.get("siren"),
+                    country=identity.get("country"),
+                    business=bool(identity.get("business") or document.buyer_vat_number),
                 ),
                 "lines": [LineOut.model_validate(line, from_attributes=True) for line in lines],
                 "credit_notes": ledger.credit_note_numbers(session, document),

@@ -61,6 +61,9 @@ class BuyerOut(BaseModel):
     email: str | None = None
     address: list[str] = []
     vat_number: str | None = None
+    siren: str | None = None
+    country: str | None = None
+    business: bool = False  # a company identity (SIREN or VAT number): a B2B sale
 
 
 class BalanceOut(BaseModel):
