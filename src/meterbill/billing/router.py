@@ -21,12 +21,8 @@ router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 async def create_checkout(
     request: Request, user: CurrentUser, services: ServicesDep
 ) -> CheckoutOut:
-    """Create a Stripe Checkout session to buy `premium` or `pro`."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        body = {}
-    plan = body.get("plan") if isinstance(body, dict) else None
+    """Create a Stripe Checkout session to buy `premium` or `pro` (a first subscription)."""
+    plan = await _plan_in(request)
     return await run_in_threadpool(
         service.start_checkout,
         services.db,
@@ -35,7 +31,7 @@ async def create_checkout(
         services.gateway,
         user.user_id,
         user.email,
-        plan if isinstance(plan, str) else "",
+        plan,
         services.now(),
     )
 
