@@ -65,7 +65,8 @@ def _differs_in_its_second(ctx: EventContext, snapshot: SubscriptionSnapshot) ->
     ).all()
     mine = _described(ctx.record.event_type, snapshot)
     for sibling in siblings:
-        other = event_snapshot(sibling, json.loads(sibling.payload or "{}"))
+        body = json.loads(sibling.payload or "{}").get("data", {}).get("object", {})
+        other = event_snapshot(sibling, body)
         if other is not None and _described(sibling.event_type, other) != mine:
             return True
     return False
