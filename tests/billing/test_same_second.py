@@ -38,7 +38,8 @@ def test_same_second_snapshots_end_as_stripe_has_the_subscription(
     state) share their `created` second, and arrive in the worse order (stale last)."""
     service = stripe_service
     customer, sub_id = peer_subscription(stripe_peer, service, "user-1")
-    premium, pro = str(service.settings.stripe_price_premium), str(service.settings.stripe_price_pro)
+    premium = str(service.settings.stripe_price_premium)
+    pro = str(service.settings.stripe_price_pro)
     second = ts(-5)
     stale_id, current_id = ("evt_b", "evt_a") if stale_id_sorts_last else ("evt_a", "evt_b")
     stale = se.event(
