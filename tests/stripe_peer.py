@@ -12,6 +12,9 @@ Two halves live in this module:
     ``/v1/checkout/sessions`` (create, retrieve, expire), ``/v1/billing_portal/sessions``
     (create) and ``/v1/prices`` (create, retrieve, update, list; every recurring price is also
     a localstripe *plan* with the same id, so ``items[0][plan]=<price id>`` subscriptions work);
+  - subscriptions answered in today's shape (each item's ``price`` with
+    ``unit_amount_decimal`` and its period, the plan's ``amount_decimal``), added to
+    localstripe's 2017-shaped answers;
   - test controls under ``/_config/``: failure/latency injection (``/_config/fail``), request
     counters (``/_config/calls``) and webhook un-registration (``/_config/webhooks``), next to
     localstripe's own ``DELETE /_config/data`` and ``POST /_config/webhooks/{id}``.
@@ -31,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import queue
 import re
@@ -491,6 +495,53 @@ def build_app() -> web.Application:
     # Outermost, ahead of localstripe's error/auth/save middlewares, so failures apply to
     # every route (localstripe's and ours) and even to unauthenticated requests.
     app.middlewares.insert(0, control_middleware)
+
+    # -- subscriptions in today's shape ----------------------------------------------------
+
+    def todays_subscription(sub: _Json) -> None:
+        """Add what Stripe's current subscription object has and localstripe's lacks: each
+        item's `price` (with `unit_amount_decimal`, which the SDK turns into a Decimal)
+        and period, and the plan's `amount_decimal`."""
+        if sub.get("object") != "subscription":
+            return
+        items = (sub.get("items") or {}).get("data") or []
+        for item in items:
+            plan = item.get("plan") or {}
+            if isinstance(plan, dict) and plan.get("amount") is not None:
+                plan.setdefault("amount_decimal", str(plan["amount"]))
+            price = find_price(str(plan.get("id"))) if isinstance(plan, dict) else None
+            if price is not None and "price" not in item:
+                item["price"] = {
+                    "object": "price",
+                    "unit_amount_decimal": str(price.get("unit_amount")),
+                    **price,
+                }
+            for key in ("current_period_start", "current_period_end"):
+                if sub.get(key) is not None:
+                    item.setdefault(key, sub[key])
+        if isinstance(sub.get("plan"), dict) and sub["plan"].get("amount") is not None:
+            sub["plan"].setdefault("amount_decimal", str(sub["plan"]["amount"]))
+
+    @web.middleware
+    async def todays_shape_middleware(
+        request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if not (
+            request.path.startswith("/v1/subscriptions")
+            and isinstance(response, web.Response)
+            and response.content_type == "application/json"
+            and response.status == 200
+            and response.text
+        ):
+            return response
+        body = json.loads(response.text)
+        for sub in body.get("data", []) if body.get("object") == "list" else [body]:
+            if isinstance(sub, dict):
+                todays_subscription(sub)
+        return web.json_response(body, headers={"Request-Id": _random_id("req_", 14)})
+
+    app.middlewares.insert(1, todays_shape_middleware)
 
     # -- /v1/checkout/sessions -------------------------------------------------------------
 

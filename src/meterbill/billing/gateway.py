@@ -150,7 +150,7 @@ class StripeGateway:
             "invoice_payments.list",
             lambda c: c.v1.invoice_payments.list(params),  # type: ignore[arg-type]
         )
-        return [payment.to_dict() for payment in page.data]
+        return [payment.to_dict(for_json=True) for payment in page.data]
 
     def create_checkout_session(
         self, *, customer_id: str, user_id: str, plan: str, price_id: str, key: str
@@ -274,11 +274,11 @@ class StripeGateway:
         sub = self.call(
             "subscriptions.retrieve", lambda c: c.v1.subscriptions.retrieve(subscription_id)
         )
-        return sub.to_dict()
+        return sub.to_dict(for_json=True)
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         customer = self.call("customers.retrieve", lambda c: c.v1.customers.retrieve(customer_id))
-        return customer.to_dict()
+        return customer.to_dict(for_json=True)
 
     def list_subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
         """Every subscription of the customer, canceled ones included."""
@@ -290,4 +290,4 @@ class StripeGateway:
                 ).auto_paging_iter()
             ),
         )
-        return [sub.to_dict() for sub in subscriptions]
+        return [sub.to_dict(for_json=True) for sub in subscriptions]

@@ -50,6 +50,7 @@ class BillingEvent(Base):
     """Every Stripe event received, once; its row is written with the change it causes."""
 
     __tablename__ = "billing_events"
+    __table_args__ = (Index("ix_billing_events_outcome_customer", "outcome", "stripe_customer_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     stripe_event_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -62,6 +63,12 @@ class BillingEvent(Base):
     # the event itself does not carry it (checkout.session.completed).
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     snapshot: Mapped[str | None] = mapped_column(Text)
+    # When `snapshot` was fetched from Stripe to settle snapshots sharing one `created`
+    # second (milliseconds since the epoch; 0: the event's own object). See the fold.
+    snapshot_fetched_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The Stripe customer of the event's object: a payment or refund nobody could be
+    # found for is kept (`unresolved`) and applied once this customer is linked to a user.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255))
     stripe_created: Mapped[int] = mapped_column(BigInteger, default=0)
     outcome: Mapped[str] = mapped_column(String(32), default="applied")
     error: Mapped[str | None] = mapped_column(Text)

@@ -80,6 +80,14 @@ def invoice_subscription_id(invoice: Obj) -> str | None:
     return _id(details.get("subscription")) or _id(invoice.get("subscription"))
 
 
+def invoice_user_id(invoice: Obj) -> str | None:
+    """The user meterbill named in the metadata of the invoice, or of the subscription it
+    bills (today's shape copies it to `parent.subscription_details.metadata`)."""
+    details = _dict(_dict(invoice.get("parent")).get("subscription_details"))
+    claimed = metadata_user_id(invoice) or _dict(details.get("metadata")).get("user_id")
+    return str(claimed) if claimed else None
+
+
 def invoice_period_end(invoice: Obj) -> datetime | None:
     """The end of the service period the invoice pays for (its latest line's period)."""
     lines = _dict(invoice.get("lines")).get("data")

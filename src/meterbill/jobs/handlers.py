@@ -9,6 +9,7 @@ from typing import Any
 from meterbill.billing.grace import expire_grace_periods
 from meterbill.billing.reconcile import reconcile
 from meterbill.billing.retention import prune_billing_events
+from meterbill.billing.webhooks import apply_kept_events
 from meterbill.jobs.queue import prune_jobs
 from meterbill.jobs.worker import Handler, JobContext
 from meterbill.notify.service import EMAIL_JOB, send_email_job
@@ -40,6 +41,10 @@ def reconcile_with_stripe(ctx: JobContext) -> dict[str, Any]:
     return {"customers": report.customers, "healed": report.healed, "failed": report.failed}
 
 
+def apply_kept_stripe_events(ctx: JobContext) -> int:
+    return apply_kept_events(ctx.db, ctx.settings, ctx.catalog, ctx.gateway, ctx.now)
+
+
 def prune(ctx: JobContext) -> dict[str, int]:
     with ctx.db.transaction() as session:
         events = prune_billing_events(
@@ -58,4 +63,5 @@ HANDLERS: dict[str, Handler] = {
     "schedule.grace": end_grace_periods,
     "schedule.reconcile": reconcile_with_stripe,
     "schedule.prune": prune,
+    "schedule.kept_events": apply_kept_stripe_events,
 }
