@@ -19,10 +19,16 @@ from meterbill.auth.models import User
 from meterbill.auth.service import ensure_user
 from meterbill.config import Catalog, Plan
 from meterbill.db import Database
-from meterbill.usage.alerts import Crossing, alerts_for, record_alerts
-from meterbill.usage.errors import QuotaExceeded, UnknownMetric
+from meterbill.usage.alerts import Crossing, crossings, record_alerts
+from meterbill.usage.errors import QuotaExceeded, UnknownMetric, UsageTotalOverflow
 from meterbill.usage.models import ConsumptionEvent
-from meterbill.usage.recording import WRITE_GATE, UsageEvent, month_of, record_usage
+from meterbill.usage.recording import (
+    BIGINT_MAX,
+    WRITE_GATE,
+    UsageEvent,
+    month_of,
+    record_usage,
+)
 from meterbill.usage.service import month_usage, plans_of
 
 SOFT_HEADER = "soft_limit_warning"
@@ -96,17 +102,22 @@ def check_quota(
 
 @dataclass(frozen=True)
 class Consumed:
-    quota: Quota  # after this consumption
+    quota: Quota  # after this consumption (or as it stands, when refused)
     duplicate: bool  # the event id had been recorded already; nothing new was counted
     alerts: list[Crossing]
+    refused: bool = False  # the plan blocks and the event would go past its limit
 
 
 def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime) -> Consumed:
-    """Check the limit and record the event in one step, in the session's transaction.
+    """Check the limit of the month the event counts in and record the event, in one step
+    in the session's transaction.
 
-    Raises QuotaExceeded (and records nothing) when the event would take a blocking plan
-    past its limit. The user's row is locked first (`FOR NO KEY UPDATE`, which bulk
-    ingestion's foreign-key checks do not wait for), so consumers of one user queue.
+    When the event would take a blocking plan past its limit nothing is recorded and the
+    answer says `refused` (the alerts the figure has reached are still recorded: after a
+    downgrade, a refused consume is how the user hears of the new limit). The user's row is
+    locked first (`FOR NO KEY UPDATE`, which bulk ingestion's foreign-key checks do not
+    wait for), so consumers of one user queue. Raises UsageTotalOverflow when the total
+    would pass BIGINT.
     """
     _require_metric(catalog, event.metric)
     lock = select(User.id).where(User.id == event.user_id).with_for_update(key_share=True)
@@ -114,19 +125,25 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
         ensure_user(session, event.user_id)
         session.execute(lock).one()
     plan = plans_of(session, catalog, [event.user_id], now)[event.user_id]
-    month = month_of(now)
+    month = month_of(event.timestamp)
     used = month_usage(session, catalog.meters, event.user_id, month).get(event.metric, 0)
     already = session.scalar(
-        select(ConsumptionEvent.id).where(ConsumptionEvent.event_id == event.id)
+        select(ConsumptionEvent.id).where(
+            ConsumptionEvent.user_id == event.user_id, ConsumptionEvent.event_id == event.id
+        )
     )
     if already is not None:
         return Consumed(quota_for(event.user_id, plan, event.metric, used), True, [])
     limit = plan.limits.get(event.metric)
     after = _after(catalog, event, used)
+    if after > BIGINT_MAX:
+        raise UsageTotalOverflow()
     if limit is not None and plan.on_limit == "block" and after > limit:
-        raise QuotaExceeded(event.metric, used, limit)
-    recorded = record_usage(session, [event], now, users_exist=True)
-    found = alerts_for(session, catalog, recorded.months, now)
+        found = crossings(event.user_id, plan, event.metric, month, used)
+        record_alerts(session, found, now)
+        return Consumed(quota_for(event.user_id, plan, event.metric, used), False, found, True)
+    record_usage(session, [event], now, users_exist=True)
+    found = crossings(event.user_id, plan, event.metric, month, after)
     record_alerts(session, found, now)
     return Consumed(quota_for(event.user_id, plan, event.metric, after), False, found)
 
@@ -141,6 +158,11 @@ def _after(catalog: Catalog, event: UsageEvent, used: int) -> int:
 
 
 def consume_now(db: Database, catalog: Catalog, event: UsageEvent, now: datetime) -> Consumed:
-    """`consume` in a transaction of its own (behind the SQLite write gate)."""
+    """`consume` in a transaction of its own (behind the SQLite write gate); raises
+    QuotaExceeded, once the alerts are committed, when the consumption was refused."""
     with WRITE_GATE if db.sqlite else nullcontext(), db.transaction() as session:
-        return consume(session, catalog, event, now)
+        consumed = consume(session, catalog, event, now)
+    if consumed.refused:
+        quota = consumed.quota
+        raise QuotaExceeded(event.metric, quota.used, quota.limit or 0)
+    return consumed
