@@ -8,7 +8,6 @@ blocking plan is never pushed past its limit.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,12 +15,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
-from meterbill.auth.service import ensure_user
+from meterbill.auth.service import api_key_name, ensure_user, verify_api_key
 from meterbill.config import Catalog, Plan
 from meterbill.db import Database
 from meterbill.usage.alerts import Crossing, crossings, record_alerts
 from meterbill.usage.errors import QuotaExceeded, UnknownMetric, UsageTotalOverflow
 from meterbill.usage.models import ConsumptionEvent
+from meterbill.usage.quota_statement import Decision, decide_and_record, read_month
 from meterbill.usage.recording import (
     BIGINT_MAX,
     WRITE_GATE,
@@ -29,7 +29,7 @@ from meterbill.usage.recording import (
     month_of,
     record_usage,
 )
-from meterbill.usage.service import month_usage, plans_of
+from meterbill.usage.service import aggregate, month_usage, plans_of
 
 SOFT_HEADER = "soft_limit_warning"
 HARD_HEADER = "hard_limit_reached"
@@ -157,12 +157,56 @@ def _after(catalog: Catalog, event: UsageEvent, used: int) -> int:
     return used + event.value
 
 
-def consume_now(db: Database, catalog: Catalog, event: UsageEvent, now: datetime) -> Consumed:
-    """`consume` in a transaction of its own (behind the SQLite write gate); raises
-    QuotaExceeded, once the alerts are committed, when the consumption was refused."""
-    with WRITE_GATE if db.sqlite else nullcontext(), db.transaction() as session:
-        consumed = consume(session, catalog, event, now)
+def check_now(
+    db: Database, catalog: Catalog, api_key: str, user_id: str, metric: str, now: datetime
+) -> Quota:
+    """`check_quota` for a server presenting `api_key`, verified on the same connection
+    (InvalidApiKey otherwise). On PostgreSQL: two statements, no transaction."""
+    if db.sqlite:
+        with db.reading() as session:
+            verify_api_key(session, api_key)
+            return check_quota(session, catalog, user_id, metric, now)
+    _require_metric(catalog, metric)
+    with db.autocommit() as raw:
+        api_key_name(raw, api_key)
+        read = read_month(raw, catalog, user_id, month_of(now), now)
+    figures = read.totals.get(metric)
+    used = aggregate(catalog.meters.get(metric), *figures) if figures else 0
+    return quota_for(user_id, read.plan, metric, used)
+
+
+def consume_now(
+    db: Database, catalog: Catalog, api_key: str, event: UsageEvent, now: datetime
+) -> Consumed:
+    """Check and record the event atomically, for a server presenting `api_key` (verified
+    on the same connection); raises QuotaExceeded (once any alert it is due is committed)
+    when a blocking plan refuses it.
+
+    On PostgreSQL one statement does it (`quota_statement`), after the key's; on SQLite,
+    which has one writer at a time, `consume` runs in a transaction behind the write gate."""
+    if db.sqlite:
+        with WRITE_GATE, db.transaction() as session:
+            verify_api_key(session, api_key)
+            consumed = consume(session, catalog, event, now)
+    else:
+        with db.autocommit() as raw:
+            api_key_name(raw, api_key)
+            _require_metric(catalog, event.metric)
+            decision = decide_and_record(raw, catalog, event, now)
+        consumed = _consumed(db, event, decision, now)
     if consumed.refused:
         quota = consumed.quota
         raise QuotaExceeded(event.metric, quota.used, quota.limit or 0)
     return consumed
+
+
+def _consumed(db: Database, event: UsageEvent, decision: Decision, now: datetime) -> Consumed:
+    quota = quota_for(event.user_id, decision.plan, event.metric, decision.figure)
+    found: list[Crossing] = []
+    if decision.alert_due:  # rare: a threshold of this limit reached, its alert not recorded
+        month = month_of(event.timestamp)
+        found = crossings(event.user_id, decision.plan, event.metric, month, decision.figure)
+        with db.transaction() as session:
+            record_alerts(session, found, now)
+    refused = not decision.recorded and not decision.duplicate
+    return Consumed(quota, decision.duplicate, found, refused)
