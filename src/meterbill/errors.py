@@ -150,3 +150,17 @@ class WebhookFailed(MeterbillError):
     code = "webhook_failed"
     message_fr = "Erreur interne"
     message_en = "Internal error"
+
+
+class PayloadTooLarge(MeterbillError):
+    """The request body is longer than its route accepts; it was not read past the cap."""
+
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"Requête trop volumineuse : au plus {max_bytes} octets",
+            f"Request body too large: at most {max_bytes} bytes",
+            body={"details": {"max_bytes": max_bytes}},
+        )
