@@ -164,3 +164,18 @@ class PayloadTooLarge(MeterbillError):
             f"Request body too large: at most {max_bytes} bytes",
             body={"details": {"max_bytes": max_bytes}},
         )
+
+
+class NotADemoDatabase(MeterbillError):
+    """`meterbill demo` was pointed at a database that holds real users or invoices."""
+
+    status = 409
+    code = "not_a_demo_database"
+    message_fr = (
+        "Cette base contient de vrais utilisateurs ou factures : la démo ne s'installe que "
+        "dans une base vide ou qu'elle a créée (METERBILL_DATABASE_URL)"
+    )
+    message_en = (
+        "This database holds real users or invoices: the demo only loads into an empty "
+        "database or one it made (METERBILL_DATABASE_URL)"
+    )
