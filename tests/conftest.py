@@ -151,7 +151,8 @@ class Service:
         """POST a Stripe event the way Stripe does: raw JSON, signed."""
         import json
 
-        payload = json.dumps(event).encode()
+        # The SDK's objects hold `unit_amount_decimal` as a Decimal; Stripe sends a string.
+        payload = json.dumps(event, default=str).encode()
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["Stripe-Signature"] = sign_payload(payload, secret)

@@ -26,6 +26,7 @@ from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
 from meterbill.notify.service import notify_invoice_issued
+from meterbill.request_limits import BodySizeLimit, route_limits
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
@@ -96,6 +97,18 @@ def _notify_issued(session: Session, document: Invoice) -> None:
         notify_invoice_issued(session, document.id)
 
 
+def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONResponse:
+    return error_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.message_fr,
+        exc.message_en,
+        headers=exc.details.get("headers"),
+        **exc.details.get("body", {}),
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -124,6 +137,11 @@ def create_app(
         description="Self-hosted billing for SaaS products: Stripe plans, metering, "
         "quotas and numbered invoices.",
         lifespan=lifespan,
+    )
+    app.add_middleware(
+        BodySizeLimit,
+        limits=route_limits(settings.max_body_bytes, settings.body_limits),
+        render=meterbill_error_response,
     )
     app.include_router(invoicing_router)
     app.include_router(billing_router)
@@ -161,15 +179,7 @@ def create_app(
 
     @app.exception_handler(MeterbillError)
     async def meterbill_error(request: Request, exc: MeterbillError) -> JSONResponse:
-        return error_response(
-            request,
-            exc.status,
-            exc.code,
-            exc.message_fr,
-            exc.message_en,
-            headers=exc.details.get("headers"),
-            **exc.details.get("body", {}),
-        )
+        return meterbill_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from meterbill.billing.grace import expire_grace_periods
 from meterbill.billing.reconcile import reconcile
 from meterbill.billing.retention import prune_billing_events
+from meterbill.billing.webhooks import apply_kept_events
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.pending import issue_pending_documents
 from meterbill.invoicing.seals import seal_documents
@@ -45,6 +46,10 @@ def reconcile_with_stripe(ctx: JobContext) -> dict[str, Any]:
     return {"customers": report.customers, "healed": report.healed, "failed": report.failed}
 
 
+def apply_kept_stripe_events(ctx: JobContext) -> int:
+    return apply_kept_events(ctx.db, ctx.settings, ctx.catalog, ctx.gateway, ctx.now)
+
+
 def prune(ctx: JobContext) -> dict[str, int]:
     with ctx.db.transaction() as session:
         events = prune_billing_events(
@@ -75,5 +80,6 @@ HANDLERS: dict[str, Handler] = {
     "schedule.grace": end_grace_periods,
     "schedule.reconcile": reconcile_with_stripe,
     "schedule.prune": prune,
+    "schedule.kept_events": apply_kept_stripe_events,
     "schedule.pending_invoices": issue_waiting_documents,
 }

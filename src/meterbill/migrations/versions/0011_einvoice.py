@@ -2,7 +2,7 @@
 identity, seals (SHA-256 of each document's PDF and XML, chained per series) and audit runs
 
 Revision ID: 0011_einvoice
-Revises: 0002_usage
+Revises: 0007_usage_limits
 Create Date: 2026-11-25 17:40:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_einvoice"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0007_usage_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
