@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from collections.abc import Callable
+from typing import Annotated, TextIO
 
 import typer
+from sqlalchemy.orm import Session
 
 from meterbill.config import Settings
 from meterbill.db import Database
 
 invoices_app = typer.Typer(help="Invoices and credit notes.", no_args_is_help=True)
+
+
+def _write_month_csv(month: str, output: str, write: Callable[[Session, TextIO], int]) -> int:
+    """Run `write` on a reading session into `output` (a file, or - for stdout); one
+    plain line and exit 2 for a malformed month."""
+    from meterbill.errors import InvalidMonth
+
+    db = _database(Settings())
+    try:
+        with db.reading() as session:
+            if output == "-":
+                return write(session, sys.stdout)
+            with open(output, "w", encoding="utf-8", newline="") as out:
+                return write(session, out)
+    except InvalidMonth:
+        typer.echo("invalid month: use YYYY-MM", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
 
 
 def _database(settings: Settings) -> Database:
@@ -28,24 +50,11 @@ def invoices_export(
     ] = "-",
 ) -> None:
     """Write the month's invoices and credit notes as CSV, for the accountant."""
-    import sys
-
-    from meterbill.errors import InvalidMonth
     from meterbill.invoicing.export import write_month_csv
 
-    db = _database(Settings())
-    try:
-        with db.reading() as session:
-            if output == "-":
-                count = write_month_csv(session, month, sys.stdout)
-            else:
-                with open(output, "w", encoding="utf-8", newline="") as out:
-                    count = write_month_csv(session, month, out)
-    except InvalidMonth:
-        typer.echo("invalid month: use YYYY-MM", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
+    count = _write_month_csv(
+        month, output, lambda session, out: write_month_csv(session, month, out)
+    )
     typer.echo(f"{count} documents for {month}", err=True)
 
 
@@ -99,23 +108,10 @@ def invoices_ereporting(
 ) -> None:
     """Write the month's e-reporting aggregates (B2C and international B2B sales, and
     their payments) as CSV, for a dematerialisation platform."""
-    import sys
-
-    from meterbill.errors import InvalidMonth
     from meterbill.invoicing.ereporting import write_ereporting_csv
 
     settings = Settings()
-    db = _database(settings)
-    try:
-        with db.reading() as session:
-            if output == "-":
-                count = write_ereporting_csv(session, settings, month, sys.stdout)
-            else:
-                with open(output, "w", encoding="utf-8", newline="") as out:
-                    count = write_ereporting_csv(session, settings, month, out)
-    except InvalidMonth:
-        typer.echo("invalid month: use YYYY-MM", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
+    count = _write_month_csv(
+        month, output, lambda session, out: write_ereporting_csv(session, settings, month, out)
+    )
     typer.echo(f"{count} aggregates for {month}", err=True)

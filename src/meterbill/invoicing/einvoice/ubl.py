@@ -38,6 +38,16 @@ def _day(value: date) -> str:
     return value.isoformat()
 
 
+def _period(parent: Any, start: date | None, end: date | None) -> None:
+    if not (start or end):
+        return
+    period = _el(parent, "cac:InvoicePeriod")
+    if start:
+        _el(period, "cbc:StartDate", _day(start))
+    if end:
+        _el(period, "cbc:EndDate", _day(end))
+
+
 def _party(parent: Any, tag: str, party: Party) -> None:
     node = _el(_el(parent, tag), "cac:Party")
     if party.email:
@@ -77,12 +87,7 @@ def _line(parent: Any, line: Line, credit: bool, currency: str) -> None:
     quantity_tag = "cbc:CreditedQuantity" if credit else "cbc:InvoicedQuantity"
     _el(node, quantity_tag, str(line.quantity), unitCode="C62")
     _el(node, "cbc:LineExtensionAmount", money(line.net_amount), currencyID=currency)
-    if line.period_start or line.period_end:
-        period = _el(node, "cac:InvoicePeriod")
-        if line.period_start:
-            _el(period, "cbc:StartDate", _day(line.period_start))
-        if line.period_end:
-            _el(period, "cbc:EndDate", _day(line.period_end))
+    _period(node, line.period_start, line.period_end)
     item = _el(node, "cac:Item")
     _el(item, "cbc:Name", line.description)
     _category(item, "cac:ClassifiedTaxCategory", line.vat_category, line.vat_rate_bp, None)
@@ -106,12 +111,7 @@ def build_ubl(doc: EDocument) -> bytes:
     for _, text in doc.notes:
         _el(root, "cbc:Note", text)
     _el(root, "cbc:DocumentCurrencyCode", currency)
-    if doc.period_start or doc.period_end:
-        period = _el(root, "cac:InvoicePeriod")
-        if doc.period_start:
-            _el(period, "cbc:StartDate", _day(doc.period_start))
-        if doc.period_end:
-            _el(period, "cbc:EndDate", _day(doc.period_end))
+    _period(root, doc.period_start, doc.period_end)
     if doc.preceding_number:
         reference = _el(_el(root, "cac:BillingReference"), "cac:InvoiceDocumentReference")
         _el(reference, "cbc:ID", doc.preceding_number)
