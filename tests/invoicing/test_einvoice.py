@@ -184,3 +184,49 @@ def test_an_unknown_xml_format_is_a_422_and_another_users_document_a_404(
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
     other = service.client.get(path, headers=service.auth("someone-else"))
     assert other.status_code == 404 and other.json()["code"]
+
+
+def test_a_document_issued_before_the_rules_gets_no_e_invoice_and_the_audit_names_it(
+    make_service: Callable[..., Service], tmp_path: Path
+) -> None:
+    """A document from before the seller's identity was required (no VAT number on a
+    taxed sale): its PDF is served without an e-invoice, its XML is refused (409) and
+    `meterbill invoices audit` names the rule it breaks."""
+    from datetime import UTC, datetime
+
+    from typer.testing import CliRunner
+
+    from meterbill.cli import app
+    from meterbill.invoicing.amounts import LineDraft
+    from meterbill.invoicing.documents import INVOICE_SERIES, write_document
+    from meterbill.invoicing.parties import Buyer
+    from tests.conftest import TEST_SELLER
+
+    service = make_service(invoice_dir=tmp_path)
+    customer_of(service)
+    with service.db.transaction() as session:
+        legacy = write_document(
+            session,
+            series=INVOICE_SERIES,
+            kind="invoice",
+            user_id="user-1",
+            currency="EUR",
+            lines=[LineDraft("Premium", 1, "900", 2000, 900, 180, 1080)],
+            seller={"name": "Ancien vendeur", "address": ["1 rue X", "75001 Paris"]},
+            buyer=Buyer("Client", "client@example.com"),
+            now=datetime.now(UTC),
+        )
+        number = legacy.invoice_number
+    xml = service.client.get(f"/api/v1/billing/invoices/{number}/xml", headers=service.auth())
+    assert xml.status_code == 409 and xml.json()["code"] == "einvoice_rules_broken"
+    pdf = service.client.get(f"/api/v1/billing/invoices/{number}/pdf", headers=service.auth())
+    assert pdf.status_code == 200
+    assert "/EmbeddedFiles" not in str(PdfReader(io.BytesIO(pdf.content)).trailer["/Root"])
+    env = {
+        "METERBILL_DATABASE_URL": service.settings.database_url,
+        "METERBILL_INVOICE_DIR": str(tmp_path),
+        **{f"METERBILL_{key.upper()}": value for key, value in TEST_SELLER.items()},
+    }
+    result = CliRunner().invoke(app, ["invoices", "audit"], env=env)
+    assert result.exit_code == 1
+    assert f"{number}\ten16931\tBR-S-02" in result.output

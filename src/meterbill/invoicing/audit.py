@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from meterbill.config import Settings
 from meterbill.db import Database
+from meterbill.invoicing.einvoice.document import build_edocument
+from meterbill.invoicing.einvoice.rules import check_business_rules
 from meterbill.invoicing.models import (
     AuditRun,
     DocumentSeal,
@@ -36,7 +38,7 @@ _NUMBER = re.compile(r"^([A-Z]+)-(\d{6})-(\d+)$")
 @dataclass(frozen=True)
 class Problem:
     number: str
-    check: str  # gap | date | file | chain | totals | ledger | seal
+    check: str  # gap | date | file | chain | totals | ledger | seal | en16931
     message: str
 
 
@@ -171,6 +173,26 @@ def _ledger(session: Session, documents: list[Invoice], report: AuditReport) -> 
             )
 
 
+def _rules(
+    session: Session, settings: Settings, documents: list[Invoice], report: AuditReport
+) -> None:
+    by_id = {document.id: document for document in documents}
+    lines: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for line in session.scalars(select(InvoiceLine).order_by(InvoiceLine.position)):
+        lines[line.invoice_id].append(line)
+    for document in documents:
+        credited = by_id.get(document.credited_invoice_id or 0)
+        edocument = build_edocument(
+            document,
+            lines[document.id],
+            credited,
+            zone=settings.seller_timezone,
+            seller_country=settings.seller_country,
+        )
+        for violation in check_business_rules(edocument):
+            report.add(document.invoice_number, "en16931", str(violation))
+
+
 def audit_books(session: Session, settings: Settings) -> AuditReport:
     """Check every document of every series; the problems found, each with its number."""
     documents = list(session.scalars(select(Invoice).order_by(Invoice.id)))
@@ -181,6 +203,7 @@ def audit_books(session: Session, settings: Settings) -> AuditReport:
     _seals(settings, documents, seals, report)
     _totals(session, documents, report)
     _ledger(session, documents, report)
+    _rules(session, settings, documents, report)
     return report
 
 

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from meterbill.config import Settings
 from meterbill.db import Database
 from meterbill.invoicing.einvoice.cii import build_cii
-from meterbill.invoicing.einvoice.document import build_edocument, local_date
+from meterbill.invoicing.einvoice.document import EDocument, build_edocument, local_date
 from meterbill.invoicing.einvoice.facturx import embed_facturx
-from meterbill.invoicing.einvoice.rules import ensure_business_rules
+from meterbill.invoicing.einvoice.rules import check_business_rules
 from meterbill.invoicing.ledger import find_document, lines_of, seller_of
 from meterbill.invoicing.models import Invoice, InvoiceLine
 from meterbill.invoicing.parties import vat_mentions
@@ -143,18 +143,32 @@ def render_document_pdf(
 def render_facturx(
     settings: Settings, document: Invoice, lines: list[InvoiceLine], credited: Invoice | None
 ) -> tuple[bytes, bytes]:
-    """The Factur-X PDF and its CII XML, after the EN 16931 business rules are checked."""
-    edocument = build_edocument(
+    """The Factur-X PDF and its CII XML. A document that breaks the EN 16931 business
+    rules (one issued before the seller's identity was required) keeps a plain PDF/A,
+    and the audit names it."""
+    edocument = _edocument(settings, document, lines, credited)
+    xml = build_cii(edocument)
+    pdf = render_document_pdf(document, lines, credited, settings.seller_timezone)
+    violations = check_business_rules(edocument)
+    if violations:
+        log.error(
+            "document breaks EN 16931 rules: PDF without its e-invoice",
+            extra={"number": document.invoice_number, "rules": [str(v) for v in violations]},
+        )
+        return pdf, xml
+    return embed_facturx(pdf, xml, edocument), xml
+
+
+def _edocument(
+    settings: Settings, document: Invoice, lines: list[InvoiceLine], credited: Invoice | None
+) -> EDocument:
+    return build_edocument(
         document,
         lines,
         credited,
         zone=settings.seller_timezone,
         seller_country=settings.seller_country,
     )
-    ensure_business_rules(edocument)
-    xml = build_cii(edocument)
-    pdf = render_document_pdf(document, lines, credited, settings.seller_timezone)
-    return embed_facturx(pdf, xml, edocument), xml
 
 
 def _write_once(target: Path, content: bytes) -> None:
@@ -183,11 +197,12 @@ def pdf_file(settings: Settings, document: Invoice) -> Path:
 
 
 def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | None = None) -> Path:
-    """The document's PDF file, rendered now if it is missing. Raises InvoiceNotFound."""
+    """The document's PDF file (and its XML beside it), rendered now if missing. Raises
+    InvoiceNotFound."""
     with db.reading() as session:
         document = find_document(session, number, user_id)
-        target = pdf_file(settings, document)
-        if target.is_file():
+        target, xml_target = pdf_file(settings, document), xml_file(settings, document)
+        if target.is_file() and xml_target.is_file():
             return target
         lines = lines_of(session, document)
         credited = (
@@ -195,8 +210,11 @@ def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | Non
             if document.credited_invoice_id
             else None
         )
+    if target.is_file():  # rendered before e-invoices: its XML alone is missing
+        _write_once(xml_target, build_cii(_edocument(settings, document, lines, credited)))
+        return target
     pdf, xml = render_facturx(settings, document, lines, credited)
-    _write_once(xml_file(settings, document), xml)
+    _write_once(xml_target, xml)
     _write_once(target, pdf)
     log.info("invoice pdf rendered", extra={"number": number, "path": str(target)})
     return target

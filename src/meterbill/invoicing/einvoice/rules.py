@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meterbill.errors import EinvoiceRejected
 from meterbill.invoicing.amounts import divide_rounded
 from meterbill.invoicing.einvoice.document import CREDIT_NOTE_TYPE, EDocument
 
@@ -19,12 +20,13 @@ class Violation:
         return f"{self.rule}: {self.message}"
 
 
-class BusinessRuleViolation(ValueError):
-    """A document that EN 16931 would reject; never sent out."""
+class BusinessRuleViolation(EinvoiceRejected):
+    """A document that EN 16931 would reject; never sent out as an e-invoice."""
 
     def __init__(self, number: str, violations: list[Violation]) -> None:
         self.violations = violations
-        super().__init__(f"{number}: " + "; ".join(map(str, violations)))
+        super().__init__(rules=[str(v) for v in violations])
+        self.args = (f"{number}: " + "; ".join(map(str, violations)),)
 
 
 def _mandatory(doc: EDocument) -> list[Violation]:
