@@ -181,6 +181,9 @@ def record_answer(
                 payload=json.dumps(payload, separators=(",", ":"), default=str),
                 stripe_subscription_id=subscription_id,
                 stripe_created=answer.at,
+                # Stripe's answer, like a snapshot fetched for a same-second tie (the fold
+                # orders the snapshots of one second by when Stripe gave them).
+                snapshot_fetched_ms=time.time_ns() // 1_000_000,
                 outcome="applied",
                 received_at=now,
             )
