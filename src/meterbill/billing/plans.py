@@ -161,8 +161,7 @@ def record_answer(
     the time of its answer; `pending` records the downgrade meterbill scheduled."""
     subscription = answer.object
     subscription_id = str(subscription["id"])
-    # Sorted before any webhook of the same second ("answer:" < "evt_"), and after the
-    # answers meterbill recorded earlier in that second (the nanoseconds).
+    # Not a Stripe event id ("evt_…"): this row is Stripe's answer to meterbill's request.
     event_id = f"answer:{time.time_ns():020d}:{subscription_id}"
     payload = {
         "id": event_id,
