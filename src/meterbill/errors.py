@@ -222,3 +222,32 @@ class PlanChangePaymentFailed(MeterbillError):
         "The payment for the plan change failed: your plan is unchanged. "
         "Pay the invoice from the billing portal."
     )
+
+
+class PayloadTooLarge(MeterbillError):
+    """The request body is longer than its route accepts; it was not read past the cap."""
+
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"Requête trop volumineuse : au plus {max_bytes} octets",
+            f"Request body too large: at most {max_bytes} bytes",
+            body={"details": {"max_bytes": max_bytes}},
+        )
+
+
+class NotADemoDatabase(MeterbillError):
+    """`meterbill demo` was pointed at a database that holds real users or invoices."""
+
+    status = 409
+    code = "not_a_demo_database"
+    message_fr = (
+        "Cette base contient de vrais utilisateurs ou factures : la démo ne s'installe que "
+        "dans une base vide ou qu'elle a créée (METERBILL_DATABASE_URL)"
+    )
+    message_en = (
+        "This database holds real users or invoices: the demo only loads into an empty "
+        "database or one it made (METERBILL_DATABASE_URL)"
+    )
