@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from meterbill.db import Base, utcnow
@@ -32,6 +32,17 @@ class Subscription(Base):
     grace_expired_for: Mapped[datetime | None]
     # `created` of the newest Stripe event folded into this row (see billing.subscriptions).
     state_event_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What Stripe says will happen at the period's end (written by the fold).
+    cancel_at_period_end: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    cancel_at: Mapped[datetime | None]
+    stripe_schedule_id: Mapped[str | None] = mapped_column(String(255))
+    # The downgrade meterbill scheduled (billing.plans), from Stripe's answer; it is pending
+    # while the subscription is still attached to that schedule.
+    pending_plan: Mapped[str | None] = mapped_column(String(64))
+    pending_plan_at: Mapped[datetime | None]
+    pending_schedule_id: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

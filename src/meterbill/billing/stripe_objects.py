@@ -45,6 +45,9 @@ class SubscriptionSnapshot:
     started_at: datetime | None
     ended_at: datetime | None
     user_id: str | None
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    schedule_id: str | None = None
 
 
 def read_subscription(obj: Obj) -> SubscriptionSnapshot | None:
@@ -66,6 +69,9 @@ def read_subscription(obj: Obj) -> SubscriptionSnapshot | None:
         started_at=_timestamp(obj.get("start_date") or obj.get("created")),
         ended_at=_timestamp(obj.get("ended_at") or obj.get("canceled_at")),
         user_id=str(user_id) if user_id else None,
+        cancel_at_period_end=obj.get("cancel_at_period_end") is True,
+        cancel_at=_timestamp(obj.get("cancel_at")),
+        schedule_id=_id(obj.get("schedule")),
     )
 
 

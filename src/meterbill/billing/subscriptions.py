@@ -108,6 +108,9 @@ class State:
     current_period_end: datetime | None = None
     grace_period_end: datetime | None = None
     last_created: int = 0
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,9 @@ def _apply_snapshot(
         user_id=snapshot.user_id or state.user_id,
         started_at=state.started_at or snapshot.started_at or at,
         current_period_end=snapshot.current_period_end or state.current_period_end,
+        cancel_at_period_end=snapshot.cancel_at_period_end,
+        cancel_at=snapshot.cancel_at,
+        schedule_id=snapshot.schedule_id,
     )
     state = _enter_status(state, status, at, grace)
     if status == "canceled":
@@ -233,6 +239,9 @@ def refresh_subscription(
     row.current_period_end = state.current_period_end
     row.grace_period_end = state.grace_period_end
     row.state_event_created = state.last_created
+    row.cancel_at_period_end = state.cancel_at_period_end
+    row.cancel_at = state.cancel_at
+    row.stripe_schedule_id = state.schedule_id
     session.flush()
     return row, folded.unknown_prices
 

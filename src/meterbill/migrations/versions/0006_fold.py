@@ -1,7 +1,7 @@
 """billing events: the customer they are about, and when a same-second tie was settled
 
 Revision ID: 0006_fold
-Revises: 0002_usage
+Revises: 0005_plan_changes
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_fold"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0005_plan_changes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
