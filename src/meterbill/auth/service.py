@@ -12,6 +12,7 @@ import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from meterbill.auth.addresses import single_address
 from meterbill.auth.models import ApiKey, User
 from meterbill.config import Settings
 from meterbill.db import insert_for, utcnow
@@ -59,14 +60,11 @@ def decode_user_token(settings: Settings, token: str) -> TokenClaims:
         raise InvalidToken()
     if "\x00" in subject:  # no database keeps a NUL in text (PostgreSQL refuses it)
         raise InvalidToken()
-    email = claims.get("email")
-    usable = isinstance(email, str) and "\x00" not in email and len(email) <= 320
+    # A claim that is not exactly one address is ignored: the user is who `sub` says,
+    # and keeps the address they had (or none), rather than mail going to several people.
+    email = single_address(claims.get("email"))
     locale = str(claims.get("locale") or "").lower()[:2]
-    return TokenClaims(
-        subject,
-        email if usable else None,
-        locale if locale in ("fr", "en") else None,
-    )
+    return TokenClaims(subject, email, locale if locale in ("fr", "en") else None)
 
 
 def ensure_user(session: Session, user_id: str, email: str | None = None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from meterbill.auth.addresses import single_address
 from meterbill.auth.models import User
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
@@ -214,7 +215,12 @@ def send_email_job(db: Database, settings: Settings, job: ClaimedJob) -> str:
         fields, attachments = _fields(
             session, settings, payload["template"], locale, payload.get("params") or {}
         )
-        address = user.email
+        # Rows written before addresses were checked may hold a list: send to none.
+        address = single_address(user.email)
+        if address is None:
+            log.warning("email not sent: the user's address is not one mailbox",
+                        extra={"job_id": job.id})  # fmt: skip
+            return "invalid_address"
     if payload["template"] == "invoice_issued":
         attachments.append(ensure_pdf(db, settings, fields["invoice_number"]))
     if not settings.smtp_url:

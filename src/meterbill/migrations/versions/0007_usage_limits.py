@@ -1,7 +1,7 @@
 """usage limits: event ids unique per user, alerts once per limit
 
 Revision ID: 0007_usage_limits
-Revises: 0002_usage
+Revises: 0006_fold
 
 - `consumption_log`: an event id is unique per user, (user_id, event_id), not across all
   users, so one user's id can never be taken for another user's duplicate.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0007_usage_limits"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0006_fold"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
