@@ -109,12 +109,11 @@ def http_latency(client: httpx.Client, path: str, count: int) -> list[float]:
 
 
 def side_by_side(
-    floor_base: str, base: str, token: str, key: str, requests: int, rounds: int
+    floor_base: str | None, base: str, token: str, key: str, requests: int, rounds: int
 ) -> dict[str, list[float]]:
     """The floor's one-row read, then consumption, then check, in turns (`rounds` times),
     one sequential client each; the samples of each."""
     clients = {
-        "floor": (httpx.Client(base_url=floor_base), f"/read?user_id={TARGET}"),
         "consumption": (
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}),
             "/api/v1/billing/consumption",
@@ -124,6 +123,11 @@ def side_by_side(
             f"/api/v1/usage/check?user_id={TARGET}&metric=api_calls",
         ),
     }
+    if floor_base:  # first in each round
+        clients = {
+            "floor": (httpx.Client(base_url=floor_base), f"/read?user_id={TARGET}"),
+            **clients,
+        }
     samples: dict[str, list[float]] = {name: [] for name in clients}
     for client, path in clients.values():  # warm up
         http_latency(client, path, 50)
@@ -181,7 +185,7 @@ def main() -> None:
                 with floor(url, workers=args.workers) as floor_base:
                     samples = side_by_side(floor_base, base, token, key, args.requests, args.rounds)
             else:  # the floor app is PostgreSQL's: SQLite's figures have no floor beside them
-                samples = side_by_side(base, base, token, key, args.requests, args.rounds)
+                samples = side_by_side(None, base, token, key, args.requests, args.rounds)
                 samples["floor"] = [float("nan")]
             body = httpx.get(
                 f"{base}/api/v1/billing/consumption", headers={"Authorization": f"Bearer {token}"}
