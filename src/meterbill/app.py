@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterbill.billing.gateway import StripeGateway
@@ -18,9 +19,13 @@ from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.errors import MeterbillError
+from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.parties import missing_seller_fields
+from meterbill.invoicing.pending import invoicing_readiness, issue_pending_documents
 from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
+from meterbill.notify.service import notify_invoice_issued
 from meterbill.request_limits import BodySizeLimit, route_limits
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
@@ -65,6 +70,33 @@ def error_response(
     return JSONResponse({"error": message, "code": code, **extra}, status, headers=headers)
 
 
+def seller_identity_warning(missing: list[str]) -> str:
+    return (
+        "invoices are not numbered until the seller's identity is complete; "
+        f"missing: {', '.join(missing)}"
+    )
+
+
+def _issue_waiting_documents(services: Services) -> None:
+    """Issue the documents that waited for the seller's identity, if it is complete now;
+    a failure here is logged and retried by the worker, never a reason not to start."""
+    missing = missing_seller_fields(services.settings)
+    if missing:
+        log.warning(seller_identity_warning(missing), extra={"missing": missing})
+        return
+    try:
+        issue_pending_documents(
+            services.db, services.settings, services.catalog, services.clock, _notify_issued
+        )
+    except Exception:
+        log.exception("waiting documents not issued at start")
+
+
+def _notify_issued(session: Session, document: Invoice) -> None:
+    if document.kind == "invoice":
+        notify_invoice_issued(session, document.id)
+
+
 def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONResponse:
     return error_response(
         request,
@@ -92,6 +124,7 @@ def create_app(
         if migrate:
             upgrade(db.engine)
         app.state.services = Services(settings, db, StripeGateway(settings), clock)
+        _issue_waiting_documents(app.state.services)
         log.info("meterbill ready", extra={"database": str(db.engine.url)})
         try:
             yield
@@ -122,9 +155,14 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"])
     def readyz(request: Request) -> JSONResponse:
-        """The database answers."""
+        """The database answers (503 otherwise). `details` says what else an operator must
+        fix without taking the service out of a load balancer: e.g. invoices waiting for
+        the seller's identity (200, with `warnings`)."""
+        services = request.app.state.services
         try:
-            request.app.state.services.db.ping()
+            services.db.ping()
+            with services.db.reading() as session:
+                invoicing = invoicing_readiness(session, services.settings)
         except Exception:
             log.exception("readiness check failed")
             return error_response(
@@ -134,7 +172,10 @@ def create_app(
                 "Base de données injoignable",
                 "Database unreachable",
             )
-        return JSONResponse({"status": "ready"})
+        body: dict[str, Any] = {"status": "ready", "details": {"invoicing": invoicing}}
+        if invoicing["missing_settings"]:
+            body["warnings"] = [seller_identity_warning(invoicing["missing_settings"])]
+        return JSONResponse(body)
 
     @app.exception_handler(MeterbillError)
     async def meterbill_error(request: Request, exc: MeterbillError) -> JSONResponse:

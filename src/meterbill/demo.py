@@ -23,6 +23,7 @@ from meterbill.billing.webhooks import apply_stripe_event
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.parties import missing_seller_fields
 from meterbill.jobs.models import Job
 from meterbill.sandbox import claim_for_demo, sandboxed
 from meterbill.usage.recording import UsageEvent, record_usage
@@ -167,6 +168,14 @@ def _usage(
     return events
 
 
+DEMO_SELLER = {
+    "seller_name": "Démo meterbill SAS",
+    "seller_address": "1 place de la Démo;75001 Paris",
+    "seller_siren": "000000000",
+    "seller_vat_number": "FR00000000000",
+}
+
+
 def load_demo(
     db: Database, settings: Settings, *, users: int, seed: int, step: Step
 ) -> dict[str, int]:
@@ -180,6 +189,8 @@ def load_demo(
         update={
             "stripe_price_premium": settings.stripe_price_premium or "price_demo_premium",
             "stripe_price_pro": settings.stripe_price_pro or "price_demo_pro",
+            # Invoices need a seller's identity: the demo's own, unless one is configured.
+            **({} if not missing_seller_fields(settings) else DEMO_SELLER),
         }
     )
     catalog = settings.catalog()

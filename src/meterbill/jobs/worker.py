@@ -57,6 +57,8 @@ SCHEDULES = (
     Schedule("grace", timedelta(minutes=1)),
     Schedule("reconcile", timedelta(hours=1)),
     Schedule("prune", timedelta(days=1)),
+    Schedule("kept_events", timedelta(minutes=5)),
+    Schedule("pending_invoices", timedelta(minutes=1)),
 )
 
 

@@ -124,8 +124,11 @@ def notify_quota_alert(
     limit: int | None = None,
 ) -> None:
     """Email and webhook when `metric` reaches `level` % (80, 100) of the plan's limit in
-    `month` (YYYY-MM); once per user, metric, month and level."""
+    `month` (YYYY-MM); once per user, metric, month, level and limit (a plan change's new
+    limit alerts again)."""
     cause = f"{user_id}:{metric}:{month}:{int(level)}"
+    if limit is not None:
+        cause += f":{limit}"
     params = {"metric": metric, "level": int(level), "month": month, "usage": usage, "limit": limit}
     enqueue_email(session, user_id, "quota_alert", params, cause)
     emit_webhook(session, "quota.alert", {"user_id": user_id, **params}, cause=cause, now=utcnow())

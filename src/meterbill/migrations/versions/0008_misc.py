@@ -1,7 +1,7 @@
 """demo_database: the mark `meterbill demo` leaves on a database made for it
 
 Revision ID: 0008_misc
-Revises: 0002_usage
+Revises: 0011_einvoice
 Create Date: 2026-11-25 18:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_misc"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0011_einvoice"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
