@@ -1,0 +1,140 @@
+"""The end-user billing page's words in French (the default) and English."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from starlette.requests import Request
+
+from meterbill.app import preferred_language
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "title": {"fr": "Facturation", "en": "Billing"},
+    "plan": {"fr": "Plan", "en": "Plan"},
+    "status": {"fr": "Statut", "en": "Status"},
+    "status.active": {"fr": "actif", "en": "active"},
+    "status.trialing": {"fr": "essai", "en": "trial"},
+    "status.past_due": {"fr": "paiement en retard", "en": "payment past due"},
+    "status.unpaid": {"fr": "impayé", "en": "unpaid"},
+    "status.incomplete": {"fr": "incomplet", "en": "incomplete"},
+    "status.canceled": {"fr": "résilié", "en": "canceled"},
+    "grace": {
+        "fr": "Mettez à jour votre moyen de paiement avant le {date} pour garder votre plan.",
+        "en": "Update your payment method before {date} to keep your plan.",
+    },
+    "renews": {"fr": "Période en cours jusqu'au {date}", "en": "Current period ends {date}"},
+    "usage": {"fr": "Consommation de {month}", "en": "Usage in {month}"},
+    "of": {"fr": "sur", "en": "of"},
+    "unlimited": {"fr": "illimité", "en": "unlimited"},
+    "state.ok": {"fr": "dans la limite", "en": "within limit"},
+    "state.soft": {"fr": "proche de la limite", "en": "near the limit"},
+    "state.hard": {"fr": "limite atteinte", "en": "limit reached"},
+    "change_plan": {"fr": "Changer de plan", "en": "Change plan"},
+    "choose": {"fr": "Choisir", "en": "Choose"},
+    "current": {"fr": "plan actuel", "en": "current plan"},
+    "payment": {"fr": "Paiement", "en": "Payment"},
+    "manage_payment": {
+        "fr": "Gérer le moyen de paiement et l'abonnement",
+        "en": "Manage payment method and subscription",
+    },
+    "no_customer": {
+        "fr": "Vous n'avez pas encore de moyen de paiement : choisissez un plan payant.",
+        "en": "You have no payment method yet: choose a paid plan.",
+    },
+    "documents": {"fr": "Factures et avoirs", "en": "Invoices and credit notes"},
+    "no_documents": {"fr": "Aucune facture pour l'instant.", "en": "No invoices yet."},
+    "number": {"fr": "Numéro", "en": "Number"},
+    "date": {"fr": "Date", "en": "Date"},
+    "amount": {"fr": "Montant TTC", "en": "Amount incl. VAT"},
+    "kind.invoice": {"fr": "facture", "en": "invoice"},
+    "kind.credit_note": {"fr": "avoir", "en": "credit note"},
+    "download": {"fr": "Télécharger le PDF", "en": "Download PDF"},
+    "link_invalid.title": {"fr": "Lien expiré ou invalide", "en": "Link expired or invalid"},
+    "link_invalid.body": {
+        "fr": "Ce lien vers votre page de facturation n'est plus valable. Revenez sur "
+        "l'application et ouvrez à nouveau la page de facturation.",
+        "en": "This link to your billing page is no longer valid. Go back to the app and "
+        "open the billing page again.",
+    },
+    "error.title": {"fr": "Action impossible", "en": "Action not possible"},
+    "back": {"fr": "Retour à la facturation", "en": "Back to billing"},
+    "language": {"fr": "English", "en": "Français"},
+    "metric.api_calls": {"fr": "Appels d'API", "en": "API calls"},
+    "metric.tokens": {"fr": "Jetons", "en": "Tokens"},
+    "expires": {"fr": "Lien valable jusqu'à {time} UTC", "en": "Link valid until {time} UTC"},
+}
+
+
+def translate(language: str, key: str, **values: object) -> str:
+    entry = MESSAGES.get(key)
+    text = entry.get(language, entry["fr"]) if entry else key
+    return text.format(**values) if values else text
+
+
+def page_language(request: Request, link_language: str | None) -> str:
+    """`?lang=` first, then the link's language, then Accept-Language."""
+    asked = request.query_params.get("lang")
+    if asked in ("fr", "en"):
+        return asked
+    return link_language or preferred_language(request)
+
+
+MONTHS = {
+    "fr": [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ],
+    "en": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
+}
+
+
+def format_date(language: str, value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    if language == "en":
+        return f"{MONTHS['en'][value.month - 1]} {value.day}, {value.year}"
+    return f"{value.day} {MONTHS['fr'][value.month - 1]} {value.year}"
+
+
+def format_month(language: str, month: str) -> str:
+    year, number = month.split("-")
+    name = MONTHS[language if language in MONTHS else "fr"][int(number) - 1]
+    return f"{name} {year}"
+
+
+def format_number(language: str, value: int) -> str:
+    grouped = f"{value:,}"
+    return grouped.replace(",", "\u202f") if language == "fr" else grouped
+
+
+def format_money(language: str, cents: int, currency: str) -> str:
+    sign = "-" if cents < 0 else ""
+    units, rest = divmod(abs(cents), 100)
+    symbol = {"EUR": "€", "USD": "$", "GBP": "£"}.get(currency.upper(), currency.upper())
+    if language == "en":
+        return f"{sign}{symbol}{units:,}.{rest:02d}"
+    grouped = f"{units:,}".replace(",", "\u202f")
+    return f"{sign}{grouped},{rest:02d}\u00a0{symbol}"
