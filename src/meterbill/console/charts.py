@@ -85,7 +85,7 @@ def usage_chart(
     step = (WIDTH - PAD_LEFT - 8) / days_in_month
     body = _axis(top, "")
     if limit:
-        for value, css in ((limit, "limit"), (limit * soft_ratio, "soft")):
+        for value, css in ((limit, "limit-line"), (limit * soft_ratio, "soft-line")):
             y = _scale(value, top)
             body.append(
                 f'<line x1="{PAD_LEFT}" y1="{y:.1f}" x2="{WIDTH - 8}" y2="{y:.1f}" class="{css}"/>'
