@@ -132,6 +132,7 @@ def billing_page(request: Request, token: Token, services: ServicesDep) -> Respo
             "other": "en" if language == "fr" else "fr",
             "t": lambda key, **v: i18n.translate(language, key, **v),
             "date": lambda value: i18n.format_date(language, value),
+            "percent": lambda value: i18n.format_percent(language, value),
             "month_name": i18n.format_month(language, view["consumption"].month),
             "token": token,
             "link": link,

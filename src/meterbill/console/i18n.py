@@ -138,3 +138,8 @@ def format_money(language: str, cents: int, currency: str) -> str:
         return f"{sign}{symbol}{units:,}.{rest:02d}"
     grouped = f"{units:,}".replace(",", "\u202f")
     return f"{sign}{grouped},{rest:02d}\u00a0{symbol}"
+
+
+def format_percent(language: str, value: float) -> str:
+    text = f"{value:.1f}"
+    return f"{text.replace('.', ',')}\u00a0%" if language == "fr" else f"{text} %"
