@@ -14,8 +14,10 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select, update
 
 from meterbill.jobs.models import Job
+from tests import stripe_events as se
 from tests.console.conftest import NOW, OPERATOR, Console, sign_in
 from tests.console.test_billing_page import SHOTS
+from tests.invoicing.helpers import posted
 
 
 def _seed(console: Console) -> str:
@@ -158,3 +160,22 @@ def test_lists_filter_and_the_plans_page_shows_the_catalog(page: Page, console: 
     expect(page.locator("main table")).to_contain_text("30,000")
     page.goto(f"{console.url}/admin/users/nobody")
     expect(page.get_by_role("heading", level=1)).to_have_text("No such user")
+
+
+def test_a_rejected_stripe_event_is_listed_with_a_reconcile_action(
+    page: Page, console: Console
+) -> None:
+    created = int((NOW - timedelta(days=1)).timestamp())
+    sub = se.subscription("sub_zed", "cus_zed", "price_unknown", user_id="zed", created=created)
+    posted(console.service, se.event("customer.subscription.created", sub, created))
+    sign_in(page, console)
+    page.goto(f"{console.url}/admin")
+    expect(page.locator("#failed-events")).to_have_text("1")
+    page.locator("#failed-events").click()
+    row = page.locator("main table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("rejected")
+    page.get_by_role("button", name="Reconcile zed").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("zed")
+    expect(page.get_by_role("status")).to_contain_text("nothing changed")
+    expect(page.locator("#user-audit")).to_contain_text("stripe_not_configured")
