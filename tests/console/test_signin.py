@@ -123,3 +123,20 @@ def test_the_trusted_proxy_header_is_off_by_default_and_honoured_when_set(
         follow_redirects=False,
     )
     assert stranger.status_code == 303
+
+
+def test_the_cookie_is_secure_behind_a_tls_proxy(console: Console) -> None:
+    tls = {"X-Forwarded-Proto": "https"}  # from 127.0.0.1, a proxy uvicorn trusts
+    with httpx.Client(base_url=console.url, headers=tls) as client:
+        form = client.get("/admin/sign-in")
+        token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        client.cookies.set("meterbill_signin_csrf", token)  # a Secure cookie: not resent on http
+        signed = client.post(
+            "/admin/sign-in",
+            data={"csrf": token, "email": OPERATOR, "password": PASSWORD, "next": "/admin"},
+        )
+    assert signed.status_code == 303
+    (cookie,) = [
+        c.lower() for c in signed.headers.get_list("set-cookie") if c.startswith("meterbill_admin=")
+    ]
+    assert "; secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
