@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
 from meterbill.billing.models import Subscription
+from meterbill.db import page_of
 
 
 def _like_prefix(text: str) -> str:
@@ -43,9 +44,4 @@ def search_users(
         statement = statement.where(
             exists().where(Subscription.user_id == User.id, Subscription.status == status)
         )
-    rows = list(
-        session.scalars(
-            statement.order_by(User.id).offset((page - 1) * per_page).limit(per_page + 1)
-        )
-    )
-    return rows[:per_page], len(rows) > per_page
+    return page_of(session, statement.order_by(User.id), page, per_page)

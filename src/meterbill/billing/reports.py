@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from meterbill.auth.models import User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.billing.subscriptions import LIVE_STATUSES
+from meterbill.db import page_of
 
 FAILED_OUTCOMES = ("unresolved", "rejected")
 
@@ -99,12 +100,7 @@ def list_events(
         query = query.where(BillingEvent.outcome == outcome)
     if user_id is not None:
         query = query.where(BillingEvent.user_id == user_id)
-    rows = list(
-        session.scalars(
-            query.order_by(BillingEvent.id.desc()).offset((page - 1) * per_page).limit(per_page + 1)
-        )
-    )
-    return rows[:per_page], len(rows) > per_page
+    return page_of(session, query.order_by(BillingEvent.id.desc()), page, per_page)
 
 
 def subscription_history(session: Session, user_id: str, limit: int = 50) -> list[Subscription]:

@@ -133,6 +133,7 @@ def billing_page(request: Request, token: Token, services: ServicesDep) -> Respo
             "t": lambda key, **v: i18n.translate(language, key, **v),
             "date": lambda value: i18n.format_date(language, value),
             "percent": lambda value: i18n.format_percent(language, value),
+            "metric_label": lambda metric: i18n.metric_label(language, metric),
             "month_name": i18n.format_month(language, view["consumption"].month),
             "token": token,
             "link": link,

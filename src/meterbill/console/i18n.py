@@ -7,6 +7,7 @@ from datetime import datetime
 from starlette.requests import Request
 
 from meterbill.app import preferred_language
+from meterbill.notify import templates as formats
 
 MESSAGES: dict[str, dict[str, str]] = {
     "title": {"fr": "Facturation", "en": "Billing"},
@@ -59,8 +60,6 @@ MESSAGES: dict[str, dict[str, str]] = {
     "error.title": {"fr": "Action impossible", "en": "Action not possible"},
     "back": {"fr": "Retour à la facturation", "en": "Back to billing"},
     "language": {"fr": "English", "en": "Français"},
-    "metric.api_calls": {"fr": "Appels d'API", "en": "API calls"},
-    "metric.tokens": {"fr": "Jetons", "en": "Tokens"},
     "expires": {"fr": "Lien valable jusqu'à {time} UTC", "en": "Link valid until {time} UTC"},
 }
 
@@ -79,50 +78,16 @@ def page_language(request: Request, link_language: str | None) -> str:
     return link_language or preferred_language(request)
 
 
-MONTHS = {
-    "fr": [
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    ],
-    "en": [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ],
-}
-
-
 def format_date(language: str, value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    if language == "en":
-        return f"{MONTHS['en'][value.month - 1]} {value.day}, {value.year}"
-    return f"{value.day} {MONTHS['fr'][value.month - 1]} {value.year}"
+    return formats.format_date(value, language) if value else "—"
 
 
 def format_month(language: str, month: str) -> str:
-    year, number = month.split("-")
-    name = MONTHS[language if language in MONTHS else "fr"][int(number) - 1]
-    return f"{name} {year}"
+    return formats.format_month(month, language)
+
+
+def format_money(language: str, cents: int, currency: str) -> str:
+    return formats.format_money(cents, currency, language)
 
 
 def format_number(language: str, value: int) -> str:
@@ -130,16 +95,11 @@ def format_number(language: str, value: int) -> str:
     return grouped.replace(",", "\u202f") if language == "fr" else grouped
 
 
-def format_money(language: str, cents: int, currency: str) -> str:
-    sign = "-" if cents < 0 else ""
-    units, rest = divmod(abs(cents), 100)
-    symbol = {"EUR": "€", "USD": "$", "GBP": "£"}.get(currency.upper(), currency.upper())
-    if language == "en":
-        return f"{sign}{symbol}{units:,}.{rest:02d}"
-    grouped = f"{units:,}".replace(",", "\u202f")
-    return f"{sign}{grouped},{rest:02d}\u00a0{symbol}"
-
-
 def format_percent(language: str, value: float) -> str:
     text = f"{value:.1f}"
     return f"{text.replace('.', ',')}\u00a0%" if language == "fr" else f"{text} %"
+
+
+def metric_label(language: str, metric: str) -> str:
+    label = formats.metric_label(metric, language)
+    return label[:1].upper() + label[1:]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from meterbill.db import page_of
 from meterbill.invoicing.models import Invoice
 
 
@@ -40,9 +41,4 @@ def search_documents(
         query = query.where(Invoice.kind == kind)
     if user_id is not None:
         query = query.where(Invoice.user_id == user_id)
-    rows = list(
-        session.scalars(
-            query.order_by(Invoice.id.desc()).offset((page - 1) * per_page).limit(per_page + 1)
-        )
-    )
-    return rows[:per_page], len(rows) > per_page
+    return page_of(session, query.order_by(Invoice.id.desc()), page, per_page)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from meterbill.db import page_of
 from meterbill.jobs.models import Job
 
 
@@ -22,9 +23,4 @@ def page_of_jobs(
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
-    rows = list(
-        session.scalars(
-            query.order_by(Job.id.desc()).offset((page - 1) * per_page).limit(per_page + 1)
-        )
-    )
-    return rows[:per_page], len(rows) > per_page
+    return page_of(session, query.order_by(Job.id.desc()), page, per_page)
