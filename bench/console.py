@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import text
 
-from bench.common import banner, fresh_database, meterbill, percentile
+from bench.common import PG_ADMIN, banner, fresh_database, meterbill, percentile
 from meterbill.admin.service import create_admin
 from meterbill.db import Database
 
 PASSWORD = "bench password long enough"
+DATABASE = "meterbill_bench_console"
 
 _USERS = """
 INSERT INTO saas_users (id, email, plan, locale, created_at, updated_at)
@@ -174,12 +175,19 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--reuse", action="store_true", help="Time again on the data the last run loaded."
+    )
     args = parser.parse_args()
     banner("console overview", "postgresql")
     print(f"command: .venv/bin/python -m bench.console --users {args.users} --events {args.events}")
-    url = fresh_database("postgresql", "meterbill_bench_console")
-    db = Database(url)
-    seconds = load(db, args.users, args.events)
+    if args.reuse:
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + DATABASE
+        db, seconds = Database(url), 0.0
+    else:
+        url = fresh_database("postgresql", DATABASE)
+        db = Database(url)
+        seconds = load(db, args.users, args.events)
     with db.engine.connect() as conn:
         counts = {
             table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()  # noqa: S608
@@ -187,7 +195,8 @@ def main() -> None:
         }
     print(f"loaded in {seconds:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     with db.transaction() as session:
-        create_admin(session, "bench@example.com", PASSWORD, datetime.now(UTC))
+        if not args.reuse:
+            create_admin(session, "bench@example.com", PASSWORD, datetime.now(UTC))
     with meterbill(url, workers=1, port=free_port()) as base:
         client = signed_in_client(base, "bench@example.com")
         floor = timed(client, "/healthz", args.requests)

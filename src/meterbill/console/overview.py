@@ -44,7 +44,7 @@ def overview_figures(services: Services) -> dict[str, Any]:
     start = month_start(now)
     end = datetime(start.year + (start.month == 12), start.month % 12 + 1, 1, tzinfo=UTC)
     with services.db.reading() as session:
-        revenue = net_revenue_by_month(session, months)
+        revenue = net_revenue_by_month(session, months, now)
         by_plan = billing_reports.subscriptions_by_plan(session)
         grace, grace_total = billing_reports.users_in_grace(session, now)
         churn = billing_reports.churned_between(session, start, end)

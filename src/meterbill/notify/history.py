@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from meterbill.invoicing.models import Invoice
 from meterbill.jobs.models import Job
 from meterbill.notify.service import EMAIL_JOB, enqueue_email
 from meterbill.notify.webhooks import WEBHOOK_EVENT
+
+RECENT_JOBS = 20_000
 
 
 @dataclass(frozen=True)
@@ -33,13 +35,21 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def messages_of_user(session: Session, user_id: str, limit: int = 50) -> list[Message]:
-    """The newest emails and webhook events about the user that are still in the queue's
-    history (finished jobs are pruned after METERBILL_JOB_RETENTION_DAYS)."""
+def messages_of_user(
+    session: Session, user_id: str, limit: int = 50, window: int = RECENT_JOBS
+) -> list[Message]:
+    """The newest emails and webhook events about the user among the queue's last `window`
+    jobs (finished jobs are pruned after METERBILL_JOB_RETENTION_DAYS anyway): a bounded
+    read, whatever the size of the queue's history."""
     needle = f'%"user_id":{_escape_like(json.dumps(user_id))}%'
+    newest = session.scalar(select(func.max(Job.id))) or 0
     jobs = session.scalars(
         select(Job)
-        .where(Job.kind.in_((EMAIL_JOB, WEBHOOK_EVENT)), Job.payload.like(needle, escape="\\"))
+        .where(
+            Job.id > newest - window,
+            Job.kind.in_((EMAIL_JOB, WEBHOOK_EVENT)),
+            Job.payload.like(needle, escape="\\"),
+        )
         .order_by(Job.id.desc())
         .limit(limit)
     ).all()

@@ -28,7 +28,7 @@ def top_consumers(
         rows = session.execute(
             select(UsageMonthly.user_id, column)
             .where(UsageMonthly.month == month, UsageMonthly.metric == name)
-            .order_by(column.desc(), UsageMonthly.user_id)
+            .order_by(column.desc(), UsageMonthly.user_id.desc())
             .limit(limit)
         ).all()
         top[name] = [(str(user_id), int(value)) for user_id, value in rows]
