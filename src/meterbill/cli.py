@@ -39,10 +39,15 @@ def serve(
     """Serve the HTTP API (migrations are applied first)."""
     import uvicorn
 
+    from meterbill.app import seller_identity_warning
+    from meterbill.invoicing.parties import missing_seller_fields
     from meterbill.serving import NoDelayHttpToolsProtocol
 
     settings = Settings()
     _database(settings).dispose()
+    missing = missing_seller_fields(settings)
+    if missing:
+        typer.echo(f"warning: {seller_identity_warning(missing)}", err=True)
     typer.echo(f"meterbill serving on http://{host}:{port} ({settings.database_url})")
     uvicorn.run(
         "meterbill.main:app",

@@ -11,11 +11,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import stripe
 from playwright.sync_api import Browser, Page, expect
 
+from meterbill.auth.service import create_api_key
 from meterbill.client import MeterbillClient
 from tests import stripe_events as se
-from tests.conftest import StripePeer, stripe_peer_price
+from tests.billing.test_plan_changes import (
+    live_subscriptions,
+    peer_get,
+    price_of,
+    subscribe,
+)
+from tests.conftest import Service, StripePeer, stripe_peer_price
 from tests.console.conftest import NOW, Console
 
 SHOTS = os.environ.get("METERBILL_CONSOLE_SCREENSHOTS")  # a folder: docs/ images are made here
@@ -169,3 +177,27 @@ def test_a_free_user_buys_a_plan_through_checkout_and_errors_are_pages(
     assert bought.status_code == 303, bought.text
     assert bought.headers["location"].startswith("https://")
     assert "checkout" in bought.headers["location"]
+
+
+def test_a_subscriber_changes_plan_on_the_one_subscription(
+    stripe_service: Service, stripe_peer: StripePeer, page: Page
+) -> None:
+    sdk = stripe.StripeClient(
+        "sk_test_meterbill", base_addresses={"api": stripe_peer.url}, max_network_retries=0
+    )
+    sub = subscribe(stripe_service, sdk, "gus", "premium")
+    with stripe_service.db.transaction() as session:
+        key = create_api_key(session, "saas")
+    answer = stripe_service.client.post(
+        "/api/v1/billing/page-links",
+        json={"user_id": "gus", "locale": "en"},
+        headers={"X-API-Key": key},
+    )
+    page.goto(answer.json()["url"])
+    expect(page.locator("#current-plan")).to_have_text("premium")
+    page.get_by_role("button", name="Choose pro").click()
+    expect(page.get_by_role("status")).to_have_text("Your plan change is recorded.")
+    expect(page.locator("#current-plan")).to_have_text("pro")
+    at_stripe = peer_get(stripe_peer, f"/v1/subscriptions/{sub['id']}")
+    assert price_of(at_stripe) == stripe_service.settings.stripe_price_pro
+    assert [s["id"] for s in live_subscriptions(stripe_peer, sub["customer"])] == [sub["id"]]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import RedirectResponse, Response
 
 from meterbill.auth.dependencies import ApiClient
+from meterbill.billing import plans
 from meterbill.billing.service import open_portal, start_checkout, subscription_status
 from meterbill.billing.subscriptions import LIVE_STATUSES
 from meterbill.console import i18n
@@ -137,6 +138,7 @@ def billing_page(request: Request, token: Token, services: ServicesDep) -> Respo
             "month_name": i18n.format_month(language, view["consumption"].month),
             "token": token,
             "link": link,
+            "plan_changed": request.query_params.get("done") == "plan",
             **view,
         },
         headers=BILLING_HEADERS,
@@ -145,8 +147,9 @@ def billing_page(request: Request, token: Token, services: ServicesDep) -> Respo
 
 @router.post("/{token}/plan")
 async def change_plan(request: Request, token: Token, services: ServicesDep) -> Response:
-    """Buy a paid plan (Stripe Checkout) when the user has no live subscription; a
-    subscriber changes plan through the Stripe portal — never a second subscription."""
+    """A subscriber's plan changes through the subscription they pay for
+    (`billing.plans.change_plan`, as `POST /api/v1/billing/plan`); a user paying for nothing
+    buys the plan through Stripe Checkout. Never a second subscription."""
     try:
         link = _link(services, token)
     except InvalidBillingLink:
@@ -159,7 +162,17 @@ async def change_plan(request: Request, token: Token, services: ServicesDep) -> 
             subscription_status, services.db, link.user_id, services.now()
         )
         if status.status in LIVE_STATUSES and status.stripe_subscription_id:
-            url = await run_in_threadpool(open_portal, services.db, services.gateway, link.user_id)
+            await run_in_threadpool(
+                plans.change_plan,
+                services.db,
+                services.settings,
+                services.catalog,
+                services.gateway,
+                link.user_id,
+                plan,
+                services.now(),
+            )
+            url = f"/billing/page/{token}?lang={language}&done=plan"
         else:
             checkout = await run_in_threadpool(
                 start_checkout,

@@ -31,6 +31,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "state.soft": {"fr": "proche de la limite", "en": "near the limit"},
     "state.hard": {"fr": "limite atteinte", "en": "limit reached"},
     "change_plan": {"fr": "Changer de plan", "en": "Change plan"},
+    "plan_changed": {
+        "fr": "Votre changement de plan est enregistré.",
+        "en": "Your plan change is recorded.",
+    },
+    "pending": {"fr": "Passage au plan {plan} le {date}", "en": "Moves to {plan} on {date}"},
     "choose": {"fr": "Choisir", "en": "Choose"},
     "current": {"fr": "plan actuel", "en": "current plan"},
     "payment": {"fr": "Paiement", "en": "Payment"},
