@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from meterbill.admin.cli import admin_app
 from meterbill.config import Settings
-from meterbill.db import Database
+from meterbill.db import Database, url_for_display
 from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
@@ -48,7 +48,8 @@ def serve(
     missing = missing_seller_fields(settings)
     if missing:
         typer.echo(f"warning: {seller_identity_warning(missing)}", err=True)
-    typer.echo(f"meterbill serving on http://{host}:{port} ({settings.database_url})")
+    database = url_for_display(settings.database_url)
+    typer.echo(f"meterbill serving on http://{host}:{port} ({database})")
     uvicorn.run(
         "meterbill.main:app",
         host=host,
