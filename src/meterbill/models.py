@@ -5,7 +5,13 @@ from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.jobs.models import Job
-from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily, UsageMonthly
+from meterbill.usage.models import (
+    ConsumptionEvent,
+    UsageAlert,
+    UsageDaily,
+    UsageMonthly,
+    UsageRetention,
+)
 
 __all__ = [
     "ApiKey",
@@ -20,5 +26,6 @@ __all__ = [
     "UsageAlert",
     "UsageDaily",
     "UsageMonthly",
+    "UsageRetention",
     "User",
 ]

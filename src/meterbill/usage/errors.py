@@ -51,3 +51,17 @@ class QuotaExceeded(MeterbillError):
             headers={"X-Billing-Alert": "hard_limit_reached"},
             body={"metric": metric, "used": used, "limit": limit},
         )
+
+
+class RetentionTooShort(MeterbillError):
+    """Retention would drop raw events of a month that may still receive events."""
+
+    status = 422
+    code = "retention_too_short"
+
+    def __init__(self, keep_months: int) -> None:
+        super().__init__(
+            f"Rétention trop courte ({keep_months} mois) : les événements des 35 derniers "
+            "jours doivent être gardés",
+            f"Retention too short ({keep_months} months): the last 35 days of events must be kept",
+        )

@@ -22,6 +22,7 @@ from meterbill.db import Database
 from meterbill.usage.alerts import Crossing, alerts_for, record_alerts
 from meterbill.usage.errors import QuotaExceeded, UnknownMetric
 from meterbill.usage.models import ConsumptionEvent
+from meterbill.usage.partitions import month_start
 from meterbill.usage.recording import WRITE_GATE, UsageEvent, month_of, record_usage
 from meterbill.usage.service import month_usage, plans_of
 
@@ -117,7 +118,11 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
     month = month_of(now)
     used = month_usage(session, catalog.meters, event.user_id, month).get(event.metric, 0)
     already = session.scalar(
-        select(ConsumptionEvent.id).where(ConsumptionEvent.event_id == event.id)
+        select(ConsumptionEvent.id).where(
+            ConsumptionEvent.user_id == event.user_id,
+            ConsumptionEvent.event_id == event.id,
+            ConsumptionEvent.month == month_start(event.timestamp),
+        )
     )
     if already is not None:
         return Consumed(quota_for(event.user_id, plan, event.metric, used), True, [])

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
+
+from meterbill.usage.partitions import ensure_partitions
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
 
@@ -71,10 +73,14 @@ def record_usage(
     """Store the events not seen before and add them to the daily and monthly totals, in the
     session's transaction. An id already stored, or repeated in the batch, counts once.
     Unknown users are created, unless the caller says they all exist (`users_exist`)."""
-    unique: dict[str, UsageEvent] = {}
+    # An event counts once per user, id and UTC month (the raw log's unique key).
+    unique: dict[tuple[str, str, int, int], UsageEvent] = {}
     for event in events:
-        unique.setdefault(event.id, event)
-    batch = sorted(unique.values(), key=lambda e: e.id)
+        if event.timestamp.utcoffset():
+            event = replace(event, timestamp=event.timestamp.astimezone(UTC))
+        key = (event.user_id, event.id, event.timestamp.year, event.timestamp.month)
+        unique.setdefault(key, event)
+    batch = [unique[key] for key in sorted(unique)]
     if not batch:
         return Recorded()
     if session.get_bind().dialect.name == "postgresql":
@@ -96,23 +102,29 @@ CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
     event_id text, user_id text, metric text, value bigint, ts timestamptz, endpoint text
 ) ON COMMIT DELETE ROWS
 """
+# The users a batch needs are created by the recording statement itself (there is no
+# per-row foreign key check on consumption_log: see migration 0012_partitions).
 _PG_USERS = """
-INSERT INTO saas_users (id, plan, created_at, updated_at)
-SELECT DISTINCT user_id, 'free', %(now)s::timestamptz, %(now)s::timestamptz
-FROM {source} ORDER BY 1
-ON CONFLICT (id) DO NOTHING
-"""
+users AS (
+    INSERT INTO saas_users (id, plan, created_at, updated_at)
+    SELECT DISTINCT user_id, 'free', %(now)s::timestamptz, %(now)s::timestamptz
+    FROM incoming ORDER BY 1
+    ON CONFLICT (id) DO NOTHING
+),"""
 _STAGED = "usage_incoming"
 _PG_ROW = "(%s::text, %s::text, %s::text, %s::bigint, %s::timestamptz, %s::text)"
 _INLINE = "(VALUES {rows}) AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"
 # Up to this many events go inline in the statement; more are COPied to the staging table.
 _INLINE_MAX = 50
 _PG_RECORD = """
-WITH inserted AS (
-    INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
-    SELECT event_id, user_id, metric, value, ts, endpoint, %(now)s::timestamptz
-    FROM {source} ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
+WITH incoming AS (SELECT * FROM {source}), {users}
+inserted AS (
+    INSERT INTO consumption_log
+        (event_id, user_id, metric, value, date, month, endpoint, received_at)
+    SELECT event_id, user_id, metric, value, ts,
+           date_trunc('month', ts AT TIME ZONE 'UTC')::date, endpoint, %(now)s::timestamptz
+    FROM incoming ORDER BY user_id, event_id
+    ON CONFLICT (user_id, event_id, month) DO NOTHING
     RETURNING user_id, metric, date, value
 ), days AS (
     INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
@@ -144,16 +156,18 @@ FROM months JOIN added USING (user_id, metric, month)
 def _record_postgresql(
     session: Session, batch: list[UsageEvent], now: datetime, users_exist: bool
 ) -> tuple[int, list[MonthChange]]:
-    raw: Any = session.connection().connection.driver_connection
+    connection = session.connection()
+    raw: Any = connection.connection.driver_connection
     rows = [(e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint) for e in batch]
+    users = "" if users_exist else _PG_USERS
+    months = {date(e.timestamp.year, e.timestamp.month, 1) for e in batch}  # UTC already
     with raw.cursor() as cursor:
+        ensure_partitions(cursor, connection.engine.url.render_as_string(), months)
         if len(rows) <= _INLINE_MAX:  # one round trip fewer than staging, for consume
             source = _INLINE.format(rows=", ".join([_PG_ROW] * len(rows)))
             values = [value for row in rows for value in row]
-            users, record = _PG_USERS.format(source=source), _PG_RECORD.format(source=source)
-            if not users_exist:
-                cursor.execute(users.replace("%(now)s", "%s"), [now, now, *values])
-            cursor.execute(record.replace("%(now)s", "%s"), [now, *values])
+            record = _PG_RECORD.format(source=source, users=users).replace("%(now)s", "%s")
+            cursor.execute(record, [*values, *([now, now] if users else []), now])
             changes = cursor.fetchall()
         else:
             cursor.execute(_PG_STAGE)
@@ -161,9 +175,7 @@ def _record_postgresql(
             with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            if not users_exist:
-                cursor.execute(_PG_USERS.format(source=_STAGED), {"now": now})
-            cursor.execute(_PG_RECORD.format(source=_STAGED), {"now": now})
+            cursor.execute(_PG_RECORD.format(source=_STAGED, users=users), {"now": now})
             changes = cursor.fetchall()
             cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
     new = int(changes[0][0]) if changes else 0
@@ -181,18 +193,18 @@ def _record_sqlite(
         "ON CONFLICT (id) DO NOTHING",
         [(user, stamp, stamp) for user in users],
     )
-    seen = set(_stored_ids(raw, [e.id for e in batch]))
-    fresh = [e for e in batch if e.id not in seen]
+    fresh = [e for e in batch if not _stored(raw, e)]
     raw.executemany(
-        "INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, "
-        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO consumption_log (event_id, user_id, metric, value, date, month, endpoint, "
+        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 e.id,
                 e.user_id,
                 e.metric,
                 e.value,
-                e.timestamp.astimezone(UTC).strftime(_SQLITE_TIME),
+                e.timestamp.strftime(_SQLITE_TIME),
+                _sqlite_month(e),
                 e.endpoint,
                 stamp,
             )
@@ -237,10 +249,13 @@ def _monthly_rows(raw: Any, keys: list[tuple[str, str, str]]) -> Iterable[tuple[
         )
 
 
-def _stored_ids(raw: Any, ids: list[str]) -> Iterable[str]:
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT event_id FROM consumption_log WHERE event_id IN ({marks})"  # noqa: S608
-        for (event_id,) in raw.execute(sql, chunk):
-            yield event_id
+def _sqlite_month(event: UsageEvent) -> str:
+    return f"{event.timestamp.year:04d}-{event.timestamp.month:02d}-01"
+
+
+def _stored(raw: Any, event: UsageEvent) -> bool:
+    found = raw.execute(
+        "SELECT 1 FROM consumption_log WHERE user_id = ? AND event_id = ? AND month = ?",
+        (event.user_id, event.id, _sqlite_month(event)),
+    ).fetchone()
+    return found is not None
