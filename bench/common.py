@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -60,8 +61,10 @@ def api_key(url: str) -> str:
 
 
 @contextmanager
-def meterbill(url: str, workers: int = 2, port: int = 8799, **env: str) -> Iterator[str]:
-    """meterbill serving `url` with uvicorn in a subprocess; yields its base URL."""
+def meterbill(url: str, workers: int = 2, port: int | None = None, **env: str) -> Iterator[str]:
+    """meterbill serving `url` with uvicorn in a subprocess (on a free port unless told);
+    yields its base URL."""
+    port = port or free_port()
     command = [shutil.which("meterbill") or "meterbill", "serve", "--port", str(port)]
     command += ["--workers", str(workers)]
     environment = {
@@ -90,6 +93,12 @@ def meterbill(url: str, workers: int = 2, port: int = 8799, **env: str) -> Itera
     finally:
         process.terminate()
         process.wait(30)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def percentile(samples: list[float], q: float) -> float:

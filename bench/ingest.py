@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import threading
 import time
@@ -48,13 +49,15 @@ ON CONFLICT (user_id, metric, day) DO UPDATE SET
 """
 
 
-def batches(total: int, size: int, users: int, spread: int = 600) -> list[bytes]:
+def batches(
+    total: int, size: int, users: int, spread: int = 600, tag: str = "bench"
+) -> list[bytes]:
     now = datetime.now(UTC)
     bodies = []
     for start in range(0, total, size):
         events = [
             {
-                "id": f"bench-{i:012d}",
+                "id": f"{tag}-{i:012d}",
                 "user_id": f"user-{random.randrange(users)}",
                 "metric": "api_calls" if i % 3 else "tokens",
                 "value": 1 if i % 3 else random.randrange(1, 2000),
@@ -160,7 +163,7 @@ def raw_send_all(url: str, batches: list[list[Row]], clients: int) -> float:
                     ) as copy:
                         for row in rows:
                             copy.write_row(row)
-                    cursor.execute(sql)  # type: ignore[arg-type]
+                    cursor.execute(sql)
                 conn.commit()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -180,6 +183,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3, help="raw/meterbill rounds (PostgreSQL)")
     parser.add_argument(
         "--spread", type=int, default=600, help="timestamps within this many seconds of now"
     )
@@ -194,30 +198,60 @@ def main() -> None:
         f"timestamps within {args.spread} s of now",
         flush=True,
     )
-    raw_new = raw_dups = 0.0
-    if args.backend == "postgresql":
-        rows = raw_rows(bodies)
-        raw_url = fresh_database(args.backend, "meterbill_bench_ingest_raw")
-        raw_new = args.events / raw_send_all(raw_url, rows, args.clients)
-        raw_dups = args.events / raw_send_all(raw_url, rows, args.clients)
-        print(f"raw path, new:    {raw_new:>10,.0f} events/s", flush=True)
-        print(f"raw path, dups:   {raw_dups:>10,.0f} events/s", flush=True)
+    if args.backend == "sqlite":
+        with meterbill(url, workers=args.workers) as base:
+            send_all(base, key, bodies[:4], 2)  # warm up (counted again)
+            elapsed, new, dups = send_all(base, key, bodies, args.clients)
+            print(f"meterbill, new:   {args.events / elapsed:>10,.0f} events/s  ({elapsed:.1f} s)")
+            elapsed, new, dups = send_all(base, key, bodies, args.clients)
+            print(f"meterbill, dups:  {args.events / elapsed:>10,.0f} events/s  ({elapsed:.1f} s)")
+        print("command: .venv/bin/python -m bench.ingest " + " ".join(sys.argv[1:]))
+        return
+    # PostgreSQL: rounds alternate the raw path and meterbill (each round new ids, then the
+    # same ids again), so that load from elsewhere on the machine hits both alike.
+    raw_url = fresh_database(args.backend, "meterbill_bench_ingest_raw")
+    figures: dict[str, list[float]] = {"raw": [], "raw dups": [], "new": [], "dups": []}
     with meterbill(url, workers=args.workers) as base:
-        send_all(base, key, bodies[:4], 2)  # warm up: connections, temp tables (counted again)
-        elapsed, new, dups = send_all(base, key, bodies, args.clients)
-        rate_new = args.events / elapsed
-        print(f"meterbill, new:   {rate_new:>10,.0f} events/s  ({elapsed:.1f} s)")
-        print(f"  answers: new={new} duplicates={dups}")
-        elapsed, new, dups = send_all(base, key, bodies, args.clients)
-        rate_dups = args.events / elapsed
-        print(f"meterbill, dups:  {rate_dups:>10,.0f} events/s  ({elapsed:.1f} s)")
-        print(f"  answers: new={new} duplicates={dups}")
-    if raw_new:
-        print(
-            f"new events: {rate_new:,.0f}/s = {rate_new / raw_new:.0%} of the raw path "
-            f"({raw_new:,.0f}/s); duplicates: {rate_dups:,.0f}/s = "
-            f"{rate_dups / raw_dups:.0%} of the raw path ({raw_dups:,.0f}/s)"
-        )
+        send_all(base, key, batches(4_000, args.batch, args.users, args.spread, "warm"), 2)
+        for round_ in range(args.rounds):
+            bodies = batches(args.events, args.batch, args.users, args.spread, f"r{round_}")
+            rows = raw_rows(bodies)
+            first_raw = round_ % 2 == 0
+            for side in ("raw", "meterbill") if first_raw else ("meterbill", "raw"):
+                if side == "raw":
+                    figures["raw"].append(args.events / raw_send_all(raw_url, rows, args.clients))
+                    figures["raw dups"].append(
+                        args.events / raw_send_all(raw_url, rows, args.clients)
+                    )
+                    continue
+                elapsed, new, dups = send_all(base, key, bodies, args.clients)
+                assert (new, dups) == (args.events, 0), (new, dups)
+                figures["new"].append(args.events / elapsed)
+                elapsed, new, dups = send_all(base, key, bodies, args.clients)
+                assert (new, dups) == (0, args.events), (new, dups)
+                figures["dups"].append(args.events / elapsed)
+            print(
+                f"round {round_ + 1}: new {figures['new'][-1]:,.0f}/s vs raw "
+                f"{figures['raw'][-1]:,.0f}/s ({figures['new'][-1] / figures['raw'][-1]:.0%}); "
+                f"duplicates {figures['dups'][-1]:,.0f}/s vs raw {figures['raw dups'][-1]:,.0f}/s "
+                f"({figures['dups'][-1] / figures['raw dups'][-1]:.0%})",
+                flush=True,
+            )
+    new_ratio = statistics.median(
+        n / r for n, r in zip(figures["new"], figures["raw"], strict=True)
+    )
+    dup_ratio = statistics.median(
+        n / r for n, r in zip(figures["dups"], figures["raw dups"], strict=True)
+    )
+    print(
+        f"new events: meterbill {statistics.median(figures['new']):,.0f}/s, raw path "
+        f"{statistics.median(figures['raw']):,.0f}/s (medians); median ratio {new_ratio:.0%} "
+        "(floor 50 %)"
+    )
+    print(
+        f"duplicates: meterbill {statistics.median(figures['dups']):,.0f}/s, raw path "
+        f"{statistics.median(figures['raw dups']):,.0f}/s (medians); median ratio {dup_ratio:.0%}"
+    )
     print("command: .venv/bin/python -m bench.ingest " + " ".join(sys.argv[1:]))
 
 
