@@ -1,8 +1,9 @@
 """The raw log as it grows (PostgreSQL): ingestion rate and consumption read latency on an
 almost empty log, then again once `--events` events are stored; and bytes on disk per event.
 
-The log is filled with `generate_series` (not HTTP), `--chunk` events per statement, with
-their daily and monthly totals; event times run from `--months` months ago to now in the
+The log is filled with `generate_series` (not HTTP), `--chunk` events per statement (its
+two indexes dropped during the load and rebuilt after it, the daily and monthly totals then
+computed from every stored event); event times run from `--months` months ago to now in the
 order they are inserted (as a live system stores them), so the current month's partition
 holds about 1/`--months` of them. Measurements go through meterbill over HTTP (2 uvicorn
 workers): ingestion is `--rounds` rounds of `--probe` new events in batches of 1,000 from
@@ -37,31 +38,35 @@ USERS = 1_000
 TARGET = "user-7"
 
 _FILL = """
-WITH inserted AS (
-    INSERT INTO consumption_log
-        (event_id, user_id, metric, value, date, month, endpoint, received_at)
-    SELECT 'fill-' || i, 'user-' || (i % :users),
-           CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
-           CASE WHEN i % 3 = 0 THEN i % 1000 + 1 ELSE 1 END,
-           ts, date_trunc('month', ts AT TIME ZONE 'UTC')::date, '/v1/things', ts
-    FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i,
-         LATERAL (SELECT CAST(:start AS timestamptz)
-                         + (i * :step) * interval '1 microsecond' AS ts) AS t
-    RETURNING user_id, metric, date, value
-), days AS (
-    INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
-    SELECT user_id, metric, (date AT TIME ZONE 'UTC')::date, sum(value), count(*), max(value)
-    FROM inserted GROUP BY 1, 2, 3
-    ON CONFLICT (user_id, metric, day) DO UPDATE SET total = d.total + excluded.total,
-        events = d.events + excluded.events, peak = greatest(d.peak, excluded.peak)
-)
-INSERT INTO usage_monthly AS m (user_id, metric, month, total, events, peak)
-SELECT user_id, metric, to_char(date AT TIME ZONE 'UTC', 'YYYY-MM'), sum(value), count(*),
-       max(value)
-FROM inserted GROUP BY 1, 2, 3
-ON CONFLICT (user_id, metric, month) DO UPDATE SET total = m.total + excluded.total,
-    events = m.events + excluded.events, peak = greatest(m.peak, excluded.peak)
+INSERT INTO consumption_log (event_id, user_id, metric, value, date, month, endpoint, received_at)
+SELECT 'fill-' || i, 'user-' || (i % :users),
+       CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
+       CASE WHEN i % 3 = 0 THEN i % 1000 + 1 ELSE 1 END,
+       ts, date_trunc('month', ts AT TIME ZONE 'UTC')::date, '/v1/things', ts
+FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i,
+     LATERAL (SELECT CAST(:start AS timestamptz)
+                     + (i * :step) * interval '1 microsecond' AS ts) AS t
 """
+# The bulk load runs without the log's two indexes (rebuilt after it, as any bulk load
+# would), then the daily and monthly totals are computed from every stored event.
+_DROP_KEYS = """
+ALTER TABLE consumption_log DROP CONSTRAINT uq_consumption_log_event,
+    DROP CONSTRAINT pk_consumption_log
+"""
+_ADD_KEYS = [
+    "ALTER TABLE consumption_log ADD CONSTRAINT pk_consumption_log PRIMARY KEY (id, month)",
+    "ALTER TABLE consumption_log ADD CONSTRAINT uq_consumption_log_event "
+    "UNIQUE (user_id, event_id, month)",
+]
+_TOTALS = [
+    "TRUNCATE usage_daily, usage_monthly",
+    "INSERT INTO usage_daily (user_id, metric, day, total, events, peak) "
+    "SELECT user_id, metric, (date AT TIME ZONE 'UTC')::date, sum(value), count(*), max(value) "
+    "FROM consumption_log GROUP BY 1, 2, 3",
+    "INSERT INTO usage_monthly (user_id, metric, month, total, events, peak) "
+    "SELECT user_id, metric, to_char(day, 'YYYY-MM'), sum(total), sum(events), max(peak) "
+    "FROM usage_daily GROUP BY 1, 2, 3",
+]
 _SIZE = """
 SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('consumption_log')
 """
@@ -96,29 +101,31 @@ def probe_batches(events: int, tag: str) -> list[bytes]:
     return bodies
 
 
-def measure(base: str, key: str, token: str, args: argparse.Namespace) -> tuple[float, float]:
-    """(median ingestion rate in events/s, consumption read p99 in ms)."""
-    rates = []
-    for _ in range(args.rounds):
-        bodies = probe_batches(args.probe, uuid.uuid4().hex[:12])
-        elapsed, new, _dups = send_all(base, key, bodies, args.clients)
-        assert new == args.probe, (new, args.probe)
-        rates.append(args.probe / elapsed)
-    samples = []
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+def ingest_round(base: str, key: str, args: argparse.Namespace) -> float:
+    bodies = probe_batches(args.probe, uuid.uuid4().hex[:12])
+    elapsed, new, _dups = send_all(base, key, bodies, args.clients)
+    assert new == args.probe, (new, args.probe)
+    return float(args.probe) / elapsed
+
+
+def read_pairs(bases: list[str], token: str, count: int) -> list[list[float]]:
+    """Consumption reads alternating between the servers, one request each in turn."""
+    samples: list[list[float]] = [[] for _ in bases]
+    headers = {"Authorization": f"Bearer {token}"}
+    clients = [httpx.Client(base_url=base, headers=headers) for base in bases]
+    try:
         for _ in range(50):
-            client.get("/api/v1/billing/consumption").raise_for_status()
-        for _ in range(args.reads):
-            began = time.perf_counter()
-            client.get("/api/v1/billing/consumption").raise_for_status()
-            samples.append((time.perf_counter() - began) * 1000)
-    print(
-        f"  ingestion rounds: {', '.join(f'{r:,.0f}' for r in rates)} events/s; "
-        f"consumption p50 {percentile(samples, 0.5):.2f} ms, "
-        f"p99 {percentile(samples, 0.99):.2f} ms",
-        flush=True,
-    )
-    return statistics.median(rates), percentile(samples, 0.99)
+            for client in clients:
+                client.get("/api/v1/billing/consumption").raise_for_status()
+        for _ in range(count):
+            for client, mine in zip(clients, samples, strict=True):
+                began = time.perf_counter()
+                client.get("/api/v1/billing/consumption").raise_for_status()
+                mine.append((time.perf_counter() - began) * 1000)
+    finally:
+        for client in clients:
+            client.close()
+    return samples
 
 
 def stored(db: Database) -> tuple[int, int]:
@@ -127,6 +134,50 @@ def stored(db: Database) -> tuple[int, int]:
         count = conn.execute(text("SELECT count(*) FROM consumption_log")).scalar_one()
         size = conn.execute(text(_SIZE)).scalar_one()
     return int(count), int(size)
+
+
+def prepare(name: str, args: argparse.Namespace, start: datetime, end: datetime) -> str:
+    """A migrated database holding `--small` or `--events` events, their totals, analyzed."""
+    url = fresh_database("postgresql", name)
+    db = Database(url)
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO saas_users (id, plan, created_at, updated_at) "
+                "SELECT 'user-' || n, 'free', now(), now() FROM generate_series(0, :last) n"
+            ),
+            {"last": USERS - 1},
+        )
+    month = start
+    while month < now:  # every month the events span gets its partition
+        create_partitions_ahead(db.engine, month + timedelta(days=35))
+        month += timedelta(days=28)
+    total = args.events if name.endswith("big") else args.small
+    began = time.perf_counter()
+    with db.engine.begin() as conn:
+        conn.execute(text(_DROP_KEYS))
+    done = 0
+    while done < total:
+        high = min(done + args.chunk, total)
+        fill(db, done, high, total, start, end)
+        done = high
+        if total > args.small:
+            rate = done / (time.perf_counter() - began)
+            print(f"  filled {done:,} ({rate:,.0f} events/s)", flush=True)
+    for statement in [*_ADD_KEYS, *_TOTALS]:
+        with db.engine.begin() as conn:
+            conn.execute(text("SET maintenance_work_mem = '512MB'"))
+            conn.execute(text(statement))
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE consumption_log, usage_daily, usage_monthly"))
+    print(
+        f"  {name}: {total:,} events stored, indexes and totals rebuilt "
+        f"({time.perf_counter() - began:,.0f} s)",
+        flush=True,
+    )
+    db.dispose()
+    return url
 
 
 def main() -> None:
@@ -138,69 +189,53 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=40_000, help="events per ingestion round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--reads", type=int, default=1_000)
+    parser.add_argument("--reads", type=int, default=2_000)
     args = parser.parse_args()
     banner("raw log at scale", "postgresql")
-    url = fresh_database("postgresql", "meterbill_bench_scale")
-    key = api_key(url)
-    db = Database(url)
     now = datetime.now(UTC)
     start = datetime.combine(add_months(month_start(now), 1 - args.months), now.timetz())
     end = now - timedelta(minutes=10)
-    with db.engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO saas_users (id, plan, created_at, updated_at) "
-                "SELECT 'user-' || n, 'free', now(), now() FROM generate_series(0, %s) n",
-                (USERS - 1,),
-            )
-    month = start
-    while month < now:  # every month the events span gets its partition
-        create_partitions_ahead(db.engine, month + timedelta(days=35))
-        month += timedelta(days=28)
-    token = jwt.encode({"sub": TARGET, "exp": int(time.time()) + 86_400}, JWT_SECRET, "HS256")
-    total = args.events
-    fill(db, 0, args.small, total, start, end)
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE consumption_log, usage_daily, usage_monthly"))
     print(
-        f"{USERS} users; {total:,} events over {args.months} months; probes: {args.rounds} x "
-        f"{args.probe:,} events over HTTP from {args.clients} clients (2 uvicorn workers); "
-        f"{args.reads} consumption reads",
+        f"{USERS} users; {args.events:,} events over {args.months} months beside "
+        f"{args.small:,} in another database; probes alternate between them: {args.rounds} "
+        f"rounds of {args.probe:,} new events over HTTP from {args.clients} clients "
+        f"(2 uvicorn workers each), {args.reads} consumption reads each",
         flush=True,
     )
-    with meterbill(url, workers=2) as base:
-        print(f"at {stored(db)[0]:,} stored:", flush=True)
-        small_rate, small_p99 = measure(base, key, token, args)
-    began = time.perf_counter()
-    done = args.small
-    while done < total:
-        high = min(done + args.chunk, total)
-        fill(db, done, high, total, start, end)
-        done = high
-        rate = (done - args.small) / (time.perf_counter() - began)
-        print(f"  filled {done:,} ({rate:,.0f} events/s)", flush=True)
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE consumption_log, usage_daily, usage_monthly"))
-    count, size = stored(db)
-    with meterbill(url, workers=2) as base:
-        print(f"at {count:,} stored:", flush=True)
-        big_rate, big_p99 = measure(base, key, token, args)
-    count, size = stored(db)
+    urls = [
+        prepare(name, args, start, end)
+        for name in ("meterbill_bench_scale_small", "meterbill_bench_scale_big")
+    ]
+    token = jwt.encode({"sub": TARGET, "exp": int(time.time()) + 86_400}, JWT_SECRET, "HS256")
+    keys = [api_key(url) for url in urls]
+    rates: list[list[float]] = [[], []]
+    with meterbill(urls[0], workers=2) as small, meterbill(urls[1], workers=2) as big:
+        bases = [small, big]
+        for round_ in range(args.rounds):
+            order = (0, 1) if round_ % 2 == 0 else (1, 0)
+            for side in order:
+                rates[side].append(ingest_round(bases[side], keys[side], args))
+            print(
+                f"  round {round_ + 1}: small {rates[0][-1]:,.0f} events/s, "
+                f"big {rates[1][-1]:,.0f} events/s",
+                flush=True,
+            )
+        small_reads, big_reads = read_pairs(bases, token, args.reads)
+    (small_count, _), (count, size) = (stored(Database(url)) for url in urls)
+    small_rate, big_rate = statistics.median(rates[0]), statistics.median(rates[1])
+    small_p99, big_p99 = percentile(small_reads, 0.99), percentile(big_reads, 0.99)
     print(f"os.cpu_count() = {os.cpu_count()}")
     print(
         f"ingestion at {count:,} stored: {big_rate:,.0f} events/s = {big_rate / small_rate:.0%} "
-        f"of the rate at {args.small:,} ({small_rate:,.0f} events/s; floor 80 %)"
+        f"of the rate at {small_count:,} ({small_rate:,.0f} events/s) (medians; floor 80 %)"
     )
     print(
-        f"consumption read p99 at {count:,}: {big_p99:.2f} ms = {big_p99 / small_p99:.2f}x "
-        f"its p99 at {args.small:,} ({small_p99:.2f} ms; ceiling 1.2x)"
+        f"consumption read at {count:,}: p50 {percentile(big_reads, 0.5):.2f} ms, p99 "
+        f"{big_p99:.2f} ms = {big_p99 / small_p99:.2f}x the p99 at {small_count:,} "
+        f"(p50 {percentile(small_reads, 0.5):.2f} ms, p99 {small_p99:.2f} ms; ceiling 1.2x)"
     )
     print(f"bytes on disk per stored event: {size / count:,.0f} ({size / 2**30:.2f} GiB)")
     print("command: .venv/bin/python -m bench.scale " + " ".join(sys.argv[1:]))
-    db.dispose()
 
 
 if __name__ == "__main__":

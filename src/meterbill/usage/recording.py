@@ -1,10 +1,10 @@
 """Recording usage events in bulk: raw rows for audit, daily and monthly totals for reads.
 
 All of it happens in the caller's transaction, so totals never disagree with the raw
-events. On PostgreSQL a batch is COPied into a temporary table (small batches are inlined
-as VALUES instead), then one statement inserts the events whose id is new (`ON CONFLICT DO
-NOTHING RETURNING`), folds exactly those into the daily and monthly totals, and returns the
-monthly totals as they now stand (alerts are decided from them). Rows are written in key
+events. On PostgreSQL a batch is sent as one array per column, and one statement (one round
+trip) creates the users it needs, inserts the events not stored yet (`ON CONFLICT DO NOTHING
+RETURNING`), folds exactly those into the daily and monthly totals, and returns the monthly
+totals as they now stand (alerts are decided from them). Rows are written in key
 order (event id, then user/metric/period) so that concurrent batches take their locks in
 the same order and never deadlock. On SQLite, which has one writer at a time, the same work
 is a few `executemany` calls.
@@ -97,11 +97,6 @@ def month_of(moment: datetime | date) -> str:
     return f"{moment.year:04d}-{moment.month:02d}"
 
 
-_PG_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
-    event_id text, user_id text, metric text, value bigint, ts timestamptz, endpoint text
-) ON COMMIT DELETE ROWS
-"""
 # The users a batch needs are created by the recording statement itself (there is no
 # per-row foreign key check on consumption_log: see migration 0012_partitions).
 _PG_USERS = """
@@ -111,11 +106,10 @@ users AS (
     FROM incoming ORDER BY 1
     ON CONFLICT (id) DO NOTHING
 ),"""
-_STAGED = "usage_incoming"
-_PG_ROW = "(%s::text, %s::text, %s::text, %s::bigint, %s::timestamptz, %s::text)"
-_INLINE = "(VALUES {rows}) AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"
-# Up to this many events go inline in the statement; more are COPied to the staging table.
-_INLINE_MAX = 50
+# The batch travels as six arrays, one per column: one round trip, no staging table.
+_PG_SOURCE = """unnest(%(ids)s::text[], %(users)s::text[], %(metrics)s::text[],
+            %(values)s::bigint[], %(times)s::timestamptz[], %(endpoints)s::text[])
+    AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"""
 _PG_RECORD = """
 WITH incoming AS (SELECT * FROM {source}), {users}
 inserted AS (
@@ -158,26 +152,21 @@ def _record_postgresql(
 ) -> tuple[int, list[MonthChange]]:
     connection = session.connection()
     raw: Any = connection.connection.driver_connection
-    rows = [(e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint) for e in batch]
-    users = "" if users_exist else _PG_USERS
     months = {date(e.timestamp.year, e.timestamp.month, 1) for e in batch}  # UTC already
+    sql = _PG_RECORD.format(source=_PG_SOURCE, users="" if users_exist else _PG_USERS)
+    params = {
+        "now": now,
+        "ids": [e.id for e in batch],
+        "users": [e.user_id for e in batch],
+        "metrics": [e.metric for e in batch],
+        "values": [e.value for e in batch],
+        "times": [e.timestamp for e in batch],
+        "endpoints": [e.endpoint for e in batch],
+    }
     with raw.cursor() as cursor:
         ensure_partitions(cursor, connection.engine.url.render_as_string(), months)
-        if len(rows) <= _INLINE_MAX:  # one round trip fewer than staging, for consume
-            source = _INLINE.format(rows=", ".join([_PG_ROW] * len(rows)))
-            values = [value for row in rows for value in row]
-            record = _PG_RECORD.format(source=source, users=users).replace("%(now)s", "%s")
-            cursor.execute(record, [*values, *([now, now] if users else []), now])
-            changes = cursor.fetchall()
-        else:
-            cursor.execute(_PG_STAGE)
-            columns = "event_id, user_id, metric, value, ts, endpoint"
-            with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(_PG_RECORD.format(source=_STAGED, users=users), {"now": now})
-            changes = cursor.fetchall()
-            cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
+        cursor.execute(sql, params)
+        changes = cursor.fetchall()
     new = int(changes[0][0]) if changes else 0
     return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in changes]
 
