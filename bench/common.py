@@ -92,7 +92,11 @@ def meterbill(url: str, workers: int = 2, port: int | None = None, **env: str) -
         yield base
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(60)  # background work (PDFs) may still be finishing
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def free_port() -> int:

@@ -277,23 +277,26 @@ def resources(pid: int) -> tuple[int, int]:
 
 
 def server_pid(port: int) -> int:
-    """The uvicorn parent listening on `port` (found through /proc/net/tcp)."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
-            inodes.add(fields[9])
+    """The `meterbill serve --port PORT` process (uvicorn's supervisor)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fds = list((entry / "fd").iterdir())
-            if any(os.readlink(fd) in {f"socket:[{i}]" for i in inodes} for fd in fds):
-                parent = int(Path(f"/proc/{entry.name}/stat").read_text().split()[3])
-                return parent if children(parent) else int(entry.name)
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if b"serve" in argv and str(port).encode() in argv:
+            return int(entry.name)
     raise RuntimeError("meterbill's process not found")
+
+
+def api_workers(parent: int) -> list[int]:
+    """uvicorn's worker processes (not multiprocessing's resource tracker)."""
+    return [
+        pid
+        for pid in children(parent)
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
 
 
 def snapshot(label: str, processes: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -323,10 +326,10 @@ def report_minutes(stats: Stats, minutes: int, reference: dict[str, float]) -> N
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=10)
-    parser.add_argument("--ingest-rate", type=float, default=4, help="batches of 1,000 per s")
-    parser.add_argument("--consume-rate", type=float, default=60, help="consumes per s")
-    parser.add_argument("--read-rate", type=float, default=30, help="consumption reads per s")
-    parser.add_argument("--webhook-rate", type=float, default=15, help="Stripe events per s")
+    parser.add_argument("--ingest-rate", type=float, default=2, help="batches of 1,000 per s")
+    parser.add_argument("--consume-rate", type=float, default=20, help="consumes per s")
+    parser.add_argument("--read-rate", type=float, default=10, help="consumption reads per s")
+    parser.add_argument("--webhook-rate", type=float, default=5, help="Stripe events per s")
     args = parser.parse_args()
     banner("mixed soak", "postgresql")
     url = fresh_database("postgresql", "meterbill_bench_soak")
@@ -402,7 +405,7 @@ def main() -> None:
             flush=True,
         )
         processes = {"api-parent": server_pid(port)}
-        processes |= {f"api-{n}": pid for n, pid in enumerate(children(processes["api-parent"]))}
+        processes |= {f"api-{n}": pid for n, pid in enumerate(api_workers(processes["api-parent"]))}
         processes |= {f"worker-{n}": w.pid for n, w in enumerate(workers)}
         start = snapshot("start", processes)
         # Totals are compared from here on: note what the reference phase stored.

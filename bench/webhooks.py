@@ -337,8 +337,14 @@ def main() -> None:
     }
     total_time, outcomes, samples = 0.0, Counter[str](), []
     with meterbill(url, args.workers, None, **env) as base:
-        for bodies in sent:
+        names = ("subscription.created", "invoice.paid", "subscription.updated + charge.refunded")
+        for name, bodies in zip(names, sent, strict=True):
             elapsed, phase_outcomes, phase_samples = deliver(base, bodies, args.clients)
+            print(
+                f"  {name}: {len(bodies) / elapsed:,.0f} events/s, "
+                f"p50 {percentile(phase_samples, 0.5):.1f} ms",
+                flush=True,
+            )
             total_time += elapsed
             outcomes.update(phase_outcomes)
             samples += phase_samples
