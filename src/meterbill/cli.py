@@ -9,7 +9,7 @@ import typer
 from sqlalchemy import select
 
 from meterbill.config import Settings
-from meterbill.db import Database
+from meterbill.db import Database, url_for_display
 from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
@@ -37,11 +37,17 @@ def serve(
     """Serve the HTTP API (migrations are applied first)."""
     import uvicorn
 
+    from meterbill.app import seller_identity_warning
+    from meterbill.invoicing.parties import missing_seller_fields
     from meterbill.serving import NoDelayHttpToolsProtocol
 
     settings = Settings()
     _database(settings).dispose()
-    typer.echo(f"meterbill serving on http://{host}:{port} ({settings.database_url})")
+    missing = missing_seller_fields(settings)
+    if missing:
+        typer.echo(f"warning: {seller_identity_warning(missing)}", err=True)
+    database = url_for_display(settings.database_url)
+    typer.echo(f"meterbill serving on http://{host}:{port} ({database})")
     uvicorn.run(
         "meterbill.main:app",
         host=host,

@@ -5,6 +5,7 @@ from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.jobs.models import Job
+from meterbill.sandbox import DemoDatabase
 from meterbill.usage.models import (
     ConsumptionEvent,
     UsageAlert,
@@ -18,6 +19,7 @@ __all__ = [
     "Base",
     "BillingEvent",
     "ConsumptionEvent",
+    "DemoDatabase",
     "DocumentSequence",
     "Invoice",
     "Job",

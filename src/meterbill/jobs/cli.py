@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from meterbill.config import Settings
-from meterbill.db import Database, utcnow
+from meterbill.db import Database, url_for_display, utcnow
 
 jobs_app = typer.Typer(
     help="The job queue: look at jobs and retry parked ones.", no_args_is_help=True
@@ -54,7 +54,8 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"meterbill worker {runner.id} on {settings.database_url}", err=True)
+    database = url_for_display(settings.database_url)
+    typer.echo(f"meterbill worker {runner.id} on {database}", err=True)
     runner.run_forever(stop)
     db.dispose()
 
@@ -162,18 +163,24 @@ def demo(
 ) -> None:
     """Load a realistic demo dataset: users, subscriptions, Stripe events, usage, invoices."""
     from meterbill.demo import load_demo
+    from meterbill.errors import NotADemoDatabase
 
     settings = Settings()
     db = _database(settings)
-    with Progress(console=Console(stderr=True)) as progress:
-        tasks: dict[str, Any] = {}
+    try:
+        with Progress(console=Console(stderr=True)) as progress:
+            tasks: dict[str, Any] = {}
 
-        def step(name: str, total: int) -> Any:
-            tasks[name] = progress.add_task(name, total=total)
-            return lambda n=1: progress.advance(tasks[name], n)
+            def step(name: str, total: int) -> Any:
+                tasks[name] = progress.add_task(name, total=total)
+                return lambda n=1: progress.advance(tasks[name], n)
 
-        summary = load_demo(db, settings, users=users, seed=seed, step=step)
-    db.dispose()
+            summary = load_demo(db, settings, users=users, seed=seed, step=step)
+    except NotADemoDatabase as exc:
+        typer.echo(exc.message_en, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
     typer.echo(", ".join(f"{key}: {value}" for key, value in summary.items()))
 
 

@@ -31,6 +31,7 @@ class ConsumptionEvent(Base):
     usage/partitions.py and the migration)."""
 
     __tablename__ = "consumption_log"
+    # An event id is the sender's idempotency key within one user's events (and month).
     __table_args__ = (
         UniqueConstraint("user_id", "event_id", "month", name="uq_consumption_log_event"),
     )
@@ -90,12 +91,15 @@ class UsageMonthly(Base):
 
 
 class UsageAlert(Base):
-    """A user crossed `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
-    limit in a month. The unique key makes each crossing recorded once, whoever races."""
+    """A user reached `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
+    `limit` in a month. The unique key makes each one recorded once, whoever races; a plan
+    change brings a new limit, so its thresholds alert again."""
 
     __tablename__ = "usage_alerts"
     __table_args__ = (
-        UniqueConstraint("user_id", "metric", "month", "level", name="uq_usage_alerts_crossing"),
+        UniqueConstraint(
+            "user_id", "metric", "month", "level", "limit", name="uq_usage_alerts_crossing"
+        ),
         Index(
             "ix_usage_alerts_pending",
             "id",

@@ -78,6 +78,12 @@ def existing_partitions(cursor: Any) -> dict[date, str]:
     return found
 
 
+def partitions_known(key: str, months: set[date]) -> bool:
+    """Whether this process knows the partitions of these months exist."""
+    with _known_lock:
+        return months <= _known.get(key, set())
+
+
 def ensure_partitions(cursor: Any, key: str, months: Iterable[date]) -> None:
     """Make sure consumption_log has a partition for each month, in the cursor's transaction.
 

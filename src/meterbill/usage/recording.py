@@ -8,6 +8,10 @@ totals as they now stand (alerts are decided from them). Rows are written in key
 order (event id, then user/metric/period) so that concurrent batches take their locks in
 the same order and never deadlock. On SQLite, which has one writer at a time, the same work
 is a few `executemany` calls.
+
+An event id is unique per user: (user_id, event_id) is the idempotency key. Totals are
+exact integers up to BIGINT (2^63 - 1) on both databases: a batch that would take a daily
+or monthly total past it raises UsageTotalOverflow and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+import psycopg.errors
 from sqlalchemy.orm import Session
 
+from meterbill.usage.errors import UsageTotalOverflow
 from meterbill.usage.partitions import ensure_partitions
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
+BIGINT_MAX = 2**63 - 1  # the largest value or total either database keeps exactly
 
 # Batches from one process are written one at a time: concurrent batches lock the same
 # rollup rows (every user's total for today), and past one writer per core they spend more
@@ -72,7 +79,8 @@ def record_usage(
 ) -> Recorded:
     """Store the events not seen before and add them to the daily and monthly totals, in the
     session's transaction. An id already stored, or repeated in the batch, counts once.
-    Unknown users are created, unless the caller says they all exist (`users_exist`)."""
+    Unknown users are created, unless the caller says they all exist (`users_exist`).
+    Raises UsageTotalOverflow, having written nothing, when a total would pass BIGINT."""
     # An event counts once per user, id and UTC month (the raw log's unique key).
     unique: dict[tuple[str, str, int, int], UsageEvent] = {}
     for event in events:
@@ -84,7 +92,10 @@ def record_usage(
     if not batch:
         return Recorded()
     if session.get_bind().dialect.name == "postgresql":
-        new, months = _record_postgresql(session, batch, now, users_exist)
+        try:
+            new, months = _record_postgresql(session, batch, now, users_exist)
+        except psycopg.errors.NumericValueOutOfRange:
+            raise UsageTotalOverflow() from None
     else:
         new, months = _record_sqlite(session, batch, now, users_exist)
     return Recorded(new=new, duplicates=len(events) - new, months=months)
@@ -212,6 +223,8 @@ def _record_sqlite(
             row[0] += e.value
             row[1] += 1
             row[2] = max(row[2], e.value)
+    if any(row[0] > BIGINT_MAX for row in months.values()):  # a day is part of its month
+        raise UsageTotalOverflow()
     for table, column, totals in (("usage_daily", "day", days), ("usage_monthly", "month", months)):
         raw.executemany(
             f"INSERT INTO {table} (user_id, metric, {column}, total, events, peak) "  # noqa: S608
@@ -224,6 +237,10 @@ def _record_sqlite(
         MonthChange(user, metric, month, total, events, peak, *months[(user, metric, month)])
         for user, metric, month, total, events, peak in _monthly_rows(raw, sorted(months))
     ]
+    # SQLite turns an integer sum that overflows into a float: such a total passed BIGINT.
+    # Its days are part of it, so they passed it only if it did.
+    if any(type(change.total) is not int for change in changes):
+        raise UsageTotalOverflow()
     return len(fresh), changes
 
 

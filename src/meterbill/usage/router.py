@@ -9,11 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
+from meterbill.auth.dependencies import (
+    ApiClient,
+    PresentedApiKey,
+    ServicesDep,
+    TokenUser,
+    register_user,
+    user_matches,
+)
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
-from meterbill.usage.quota import check_quota, consume_now
+from meterbill.usage.quota import check_now, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
-from meterbill.usage.service import Consumption, monthly_consumption
+from meterbill.usage.service import Consumption, read_consumption
 
 router = APIRouter(prefix="/api/v1/billing", tags=["usage"])
 
@@ -79,7 +86,7 @@ def alert_header(report: Consumption) -> str | None:
 
 @router.get("/consumption")
 def consumption_status(
-    user: CurrentUser, services: ServicesDep, response: Response, month: str | None = None
+    user: TokenUser, services: ServicesDep, response: Response, month: str | None = None
 ) -> dict[str, Any]:
     """This month's (or `month=YYYY-MM`'s) consumption against the effective plan's limits.
 
@@ -87,10 +94,11 @@ def consumption_status(
     `hard_limit_reached` at 100 % of any metric.
     """
     now = services.now()
-    with services.db.reading() as session:
-        report = monthly_consumption(
-            session, services.catalog, user.user_id, month or now.strftime("%Y-%m"), now
-        )
+    report, stored = read_consumption(
+        services.db, services.catalog, user.user_id, month or now.strftime("%Y-%m"), now
+    )
+    if not stored.exists or not user_matches(user, stored.email, stored.locale):
+        register_user(services, user)  # the token's first request, or new email/locale
     header = alert_header(report)
     if header:
         response.headers["X-Billing-Alert"] = header
@@ -139,14 +147,13 @@ async def ingest_events(request: Request, client: ApiClient, services: ServicesD
 def check_usage(
     user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
     metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
-    client: ApiClient,
+    api_key: PresentedApiKey,
     services: ServicesDep,
     response: Response,
 ) -> dict[str, Any]:
     """May `user_id` consume `metric` now? `{allowed, used, limit, remaining, alert}` for the
     current UTC month; nothing is recorded."""
-    with services.db.reading() as session:
-        quota = check_quota(session, services.catalog, user_id, metric, services.now())
+    quota = check_now(services.db, services.catalog, api_key, user_id, metric, services.now())
     if quota.alert:
         response.headers["X-Billing-Alert"] = quota.alert
     return quota.body()
@@ -154,7 +161,7 @@ def check_usage(
 
 @metering_router.post("/consume")
 def consume_usage(
-    body: ConsumeIn, client: ApiClient, services: ServicesDep, response: Response
+    body: ConsumeIn, api_key: PresentedApiKey, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
     """Check the limit and record the event in one atomic step. When the plan blocks and
     the event would go past the limit: 429, `X-Billing-Alert: hard_limit_reached`, nothing
@@ -164,7 +171,7 @@ def consume_usage(
     item.setdefault("id", f"consume-{uuid.uuid4()}")
     item.setdefault("timestamp", now.isoformat())
     (event,) = parse_events([item], services.catalog, now)
-    consumed = consume_now(services.db, services.catalog, event, now)
+    consumed = consume_now(services.db, services.catalog, api_key, event, now)
     if consumed.quota.alert:
         response.headers["X-Billing-Alert"] = consumed.quota.alert
     # `allowed` answers for this consumption (recorded, or recorded before: `duplicate`);
