@@ -36,13 +36,15 @@ PASSWORD = "correct horse battery staple"
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running while it is open, and
+# later tests (the async client's) need asyncio.run, so it is closed after tests/console.
+@pytest.fixture(scope="package")
 def playwright_driver() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright_driver: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():  # scripts/test installs it; never skip silently
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
