@@ -8,16 +8,20 @@ from typing import Annotated
 import typer
 from sqlalchemy import select
 
+from meterbill.accounting.cli import accounting_app
+from meterbill.admin.cli import admin_app
 from meterbill.config import Settings
 from meterbill.db import Database, url_for_display
 from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(help="meterbill: self-hosted billing for SaaS products.", no_args_is_help=True)
 app.add_typer(invoices_app, name="invoices")
+app.add_typer(accounting_app, name="accounting")
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 usage_app = typer.Typer(help="Usage metering.", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
+app.add_typer(admin_app, name="admin")
 
 
 def _database(settings: Settings) -> Database:

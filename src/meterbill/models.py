@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and the tests see the whole schema."""
 
+from meterbill.admin.models import AdminSession, AdminUser, AppSecret, AuditEntry
 from meterbill.auth.models import ApiKey, User
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
@@ -15,7 +16,11 @@ from meterbill.usage.models import (
 )
 
 __all__ = [
+    "AdminSession",
+    "AdminUser",
     "ApiKey",
+    "AppSecret",
+    "AuditEntry",
     "Base",
     "BillingEvent",
     "ConsumptionEvent",

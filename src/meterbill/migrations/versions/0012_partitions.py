@@ -7,7 +7,7 @@ copied with their ids, and the old table dropped: existing databases keep every 
 the idempotency of every stored id.
 
 Revision ID: 0012_partitions
-Revises: 0008_misc
+Revises: 0010_console
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_partitions"
-down_revision: str | None = "0008_misc"
+down_revision: str | None = "0010_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
