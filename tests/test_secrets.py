@@ -84,10 +84,11 @@ def _commands() -> list[tuple[tuple[str, ...], Any]]:
 
 
 def _placeholder(param: Any) -> str:
-    choices = getattr(param.type, "choices", None)
+    kind = getattr(param, "type", None)  # Typer's own options may not carry one
+    choices = getattr(kind, "choices", None)
     if choices:
         return str(choices[0])
-    if getattr(param.type, "name", "") in ("integer", "float"):
+    if getattr(kind, "name", "") in ("integer", "float"):
         return "1"
     return "x"
 
