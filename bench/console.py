@@ -76,12 +76,14 @@ SELECT 'email.send', '{"user_id":"user-' || i || '","template":"invoice_issued"}
 FROM generate_series(1, :users) AS i
 """
 _USAGE = """
-INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
+INSERT INTO consumption_log
+    (event_id, user_id, metric, value, date, month, endpoint, received_at)
 SELECT 'load-' || i, 'user-' || (1 + (i * 7919) % :users),
        CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
        CASE WHEN i % 3 = 0 THEN i % 1000 ELSE 1 END,
-       :start + ((i * 104729) % :span) * interval '1 second', NULL, now()
-FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i
+       ts, date_trunc('month', ts AT TIME ZONE 'UTC')::date, NULL, now()
+FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i,
+     LATERAL (SELECT :start + ((i * 104729) % :span) * interval '1 second' AS ts) AS t
 """
 _ROLLUPS = [
     """INSERT INTO usage_daily (user_id, metric, day, total, events, peak)

@@ -34,6 +34,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("invoices", "export"): ["--month", "2026-11", "--output", "-"],
     ("worker",): ["--burst"],
     ("demo",): ["--users", "5"],
+    ("usage", "retention"): ["--keep-months", "12"],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
 LONG_RUNNING = {("serve",), ("worker", "forever")}
@@ -83,7 +84,7 @@ def _commands() -> list[tuple[tuple[str, ...], Any]]:
 
 
 def _placeholder(param: Any) -> str:
-    kind = getattr(param, "type", None)  # Typer's own options may carry none
+    kind = getattr(param, "type", None)  # Typer's own options may not carry one
     choices = getattr(kind, "choices", None)
     if choices:
         return str(choices[0])

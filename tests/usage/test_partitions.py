@@ -58,7 +58,7 @@ def _old_row(db: Database, n: int, user: str, at: datetime) -> None:
 
 def test_upgrade_in_place_keeps_rows_ids_and_idempotency(empty_database: str) -> None:
     db = Database(empty_database)
-    upgrade(db.engine, "0008_misc")  # the schema before partitioning
+    upgrade(db.engine, "0010_console")  # the schema before partitioning
     now = datetime.now(UTC).replace(microsecond=0)
     old = now - timedelta(days=70)  # a month no partition is created ahead for
     moments = {1: now, 2: now - timedelta(days=1), 3: old, 4: old, 5: now}

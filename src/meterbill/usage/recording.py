@@ -1,17 +1,18 @@
 """Recording usage events in bulk: raw rows for audit, daily and monthly totals for reads.
 
 All of it happens in the caller's transaction, so totals never disagree with the raw
-events. On PostgreSQL a batch is sent as one array per column, and one statement (one round
-trip) creates the users it needs, inserts the events not stored yet (`ON CONFLICT DO NOTHING
-RETURNING`), folds exactly those into the daily and monthly totals, and returns the monthly
-totals as they now stand (alerts are decided from them). Rows are written in key
-order (event id, then user/metric/period) so that concurrent batches take their locks in
-the same order and never deadlock. On SQLite, which has one writer at a time, the same work
-is a few `executemany` calls.
+events. On PostgreSQL a batch is COPied into a temporary table (a small one is sent as one
+array per column instead), and one statement creates the users it needs, inserts the
+events not stored yet (`ON CONFLICT DO NOTHING RETURNING`), folds exactly those into the
+daily and monthly totals, and returns the monthly totals as they now stand (alerts are
+decided from them). Rows are written in key order (event id, then user/metric/period) so
+that concurrent batches take their locks in the same order and never deadlock. On SQLite,
+which has one writer at a time, the same work is a few `executemany` calls.
 
-An event id is unique per user: (user_id, event_id) is the idempotency key. Totals are
-exact integers up to BIGINT (2^63 - 1) on both databases: a batch that would take a daily
-or monthly total past it raises UsageTotalOverflow and writes nothing.
+An event id is unique per user and UTC month: (user_id, event_id, month) is the
+idempotency key (the raw log's partition key on PostgreSQL). Totals are exact integers up
+to BIGINT (2^63 - 1) on both databases: a batch that would take a daily or monthly total
+past it raises UsageTotalOverflow and writes nothing.
 """
 
 from __future__ import annotations
@@ -117,7 +118,16 @@ users AS (
     FROM incoming ORDER BY 1
     ON CONFLICT (id) DO NOTHING
 ),"""
-# The batch travels as six arrays, one per column: one round trip, no staging table.
+# A small batch (consume, the middleware) travels as six arrays, one per column: one round
+# trip. A larger one is COPied into a temporary table: psycopg writes COPY rows in C, while
+# it builds text arrays in Python (1,000 events: 15 ms against 55 ms on this machine).
+_ARRAYS_MAX = 50
+_PG_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
+    event_id text, user_id text, metric text, value bigint, ts timestamptz, endpoint text
+) ON COMMIT DELETE ROWS
+"""
+_STAGED = "usage_incoming"
 _PG_SOURCE = """unnest(%(ids)s::text[], %(users)s::text[], %(metrics)s::text[],
             %(values)s::bigint[], %(times)s::timestamptz[], %(endpoints)s::text[])
     AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"""
@@ -164,20 +174,30 @@ def _record_postgresql(
     connection = session.connection()
     raw: Any = connection.connection.driver_connection
     months = {date(e.timestamp.year, e.timestamp.month, 1) for e in batch}  # UTC already
-    sql = _PG_RECORD.format(source=_PG_SOURCE, users="" if users_exist else _PG_USERS)
-    params = {
-        "now": now,
-        "ids": [e.id for e in batch],
-        "users": [e.user_id for e in batch],
-        "metrics": [e.metric for e in batch],
-        "values": [e.value for e in batch],
-        "times": [e.timestamp for e in batch],
-        "endpoints": [e.endpoint for e in batch],
-    }
+    users = "" if users_exist else _PG_USERS
     with raw.cursor() as cursor:
         ensure_partitions(cursor, connection.engine.url.render_as_string(), months)
-        cursor.execute(sql, params)
-        changes = cursor.fetchall()
+        if len(batch) <= _ARRAYS_MAX:  # one round trip
+            params: dict[str, Any] = {
+                "now": now,
+                "ids": [e.id for e in batch],
+                "users": [e.user_id for e in batch],
+                "metrics": [e.metric for e in batch],
+                "values": [e.value for e in batch],
+                "times": [e.timestamp for e in batch],
+                "endpoints": [e.endpoint for e in batch],
+            }
+            cursor.execute(_PG_RECORD.format(source=_PG_SOURCE, users=users), params)
+            changes = cursor.fetchall()
+        else:
+            cursor.execute(_PG_STAGE)
+            columns = "event_id, user_id, metric, value, ts, endpoint"
+            with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
+                for e in batch:
+                    copy.write_row((e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint))
+            cursor.execute(_PG_RECORD.format(source=_STAGED, users=users), {"now": now})
+            changes = cursor.fetchall()
+            cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
     new = int(changes[0][0]) if changes else 0
     return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in changes]
 
