@@ -34,6 +34,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("invoices", "export"): ["--month", "2026-11", "--output", "-"],
     ("worker",): ["--burst"],
     ("demo",): ["--users", "5"],
+    ("admin", "create"): ["ops@example.com", "--password-stdin"],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
 LONG_RUNNING = {("serve",), ("worker", "forever")}
