@@ -62,6 +62,16 @@ class Settings(BaseSettings):
         alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
     )
     seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+    # Where the seller lives: issue dates, service periods and numbering months follow it.
+    seller_timezone: str = Field("Europe/Paris", alias="METERBILL_SELLER_TIMEZONE")
+    seller_country: str = Field("FR", alias="METERBILL_SELLER_COUNTRY")  # ISO 3166 alpha-2
+    # The accountant's export (FEC): chart of accounts and journals.
+    fec_account_customers: str = Field("411000", alias="METERBILL_FEC_ACCOUNT_CUSTOMERS")
+    fec_account_revenue: str = Field("706000", alias="METERBILL_FEC_ACCOUNT_REVENUE")
+    fec_account_vat: str = Field("445710", alias="METERBILL_FEC_ACCOUNT_VAT")
+    fec_account_bank: str = Field("512000", alias="METERBILL_FEC_ACCOUNT_BANK")
+    fec_journal_sales: str = Field("VE", alias="METERBILL_FEC_JOURNAL_SALES")
+    fec_journal_bank: str = Field("BQ", alias="METERBILL_FEC_JOURNAL_BANK")
 
     limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
     limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")

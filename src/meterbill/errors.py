@@ -117,6 +117,16 @@ class InvoiceNotFound(MeterbillError):
     message_en = "Invoice not found"
 
 
+class EinvoiceRejected(MeterbillError):
+    """The document breaks EN 16931 rules (one issued before its seller was complete):
+    no e-invoice is served for it; `meterbill invoices audit` names it."""
+
+    status = 409
+    code = "einvoice_rules_broken"
+    message_fr = "Ce document ne respecte pas la norme EN 16931"
+    message_en = "This document breaks the EN 16931 rules"
+
+
 class WebhookNotConfigured(MeterbillError):
     status = 503
     code = "webhook_not_configured"

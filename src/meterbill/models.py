@@ -7,7 +7,13 @@ from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.jobs.models import Job
 from meterbill.sandbox import DemoDatabase
-from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily, UsageMonthly
+from meterbill.usage.models import (
+    ConsumptionEvent,
+    UsageAlert,
+    UsageDaily,
+    UsageMonthly,
+    UsageRetention,
+)
 
 __all__ = [
     "AdminSession",
@@ -27,5 +33,6 @@ __all__ = [
     "UsageAlert",
     "UsageDaily",
     "UsageMonthly",
+    "UsageRetention",
     "User",
 ]
