@@ -35,6 +35,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("worker",): ["--burst"],
     ("demo",): ["--users", "5"],
     ("admin", "create"): ["ops@example.com", "--password-stdin"],
+    ("invoices", "ereporting"): ["--month", "2026-11", "--output", "-"],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
 LONG_RUNNING = {("serve",), ("worker", "forever")}
@@ -84,10 +85,11 @@ def _commands() -> list[tuple[tuple[str, ...], Any]]:
 
 
 def _placeholder(param: Any) -> str:
-    choices = getattr(param.type, "choices", None)
+    kind = getattr(param, "type", None)  # click's; some Typer parameters lack it
+    choices = getattr(kind, "choices", None)
     if choices:
         return str(choices[0])
-    if getattr(param.type, "name", "") in ("integer", "float"):
+    if getattr(kind, "name", "") in ("integer", "float"):
         return "1"
     return "x"
 
