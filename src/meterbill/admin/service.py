@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,8 +24,16 @@ from meterbill.db import insert_for
 from meterbill.errors import AccountLocked, AdminExists, InvalidCredentials
 
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so both cases cost one argon2 verification.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so both cases cost one argon2
+    verification. Made on first use, not at import: a hash takes argon2's 64 MiB for a
+    moment, which a process that never signs anyone in should not pay."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
 MIN_PASSWORD_LENGTH = 12
 
 
@@ -80,7 +89,7 @@ def authenticate(
         select(AdminUser).where(AdminUser.email == email).with_for_update()
     ).one_or_none()
     if admin is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         record(session, email[:320] or "?", "sign_in.failed", None, "unknown account", now)
         raise InvalidCredentials()
     if admin.locked_until is not None and admin.locked_until > now:
