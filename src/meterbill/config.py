@@ -100,6 +100,16 @@ class Settings(BaseSettings):
     event_retention_days: int = Field(180, alias="METERBILL_EVENT_RETENTION_DAYS", ge=1)
     job_retention_days: int = Field(30, alias="METERBILL_JOB_RETENTION_DAYS", ge=1)
 
+    # Operator console (/admin) and end-user billing page (meterbill.console).
+    secret_key: str = Field("", alias="METERBILL_SECRET_KEY")  # signs billing-page links
+    public_url: str = Field("", alias="METERBILL_PUBLIC_URL")  # meterbill's own address
+    billing_link_minutes: int = Field(15, alias="METERBILL_BILLING_LINK_MINUTES", ge=1, le=10080)
+    admin_session_hours: float = Field(12.0, alias="METERBILL_ADMIN_SESSION_HOURS", gt=0)
+    admin_max_failures: int = Field(5, alias="METERBILL_ADMIN_MAX_FAILURES", ge=1)
+    admin_lockout_minutes: float = Field(15.0, alias="METERBILL_ADMIN_LOCKOUT_MINUTES", gt=0)
+    admin_proxy_header: str = Field("", alias="METERBILL_ADMIN_PROXY_HEADER")  # off when empty
+    admin_trusted_proxies: str = Field("127.0.0.1,::1", alias="METERBILL_ADMIN_TRUSTED_PROXIES")
+
     def webhook_targets(self) -> list[str]:
         """The SaaS backend URLs that receive meterbill's own webhooks."""
         return [url.strip() for url in self.webhook_urls.split(",") if url.strip()]
