@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("apikey", "revoke"): ["nosuchprefix"],
     ("jobs", "retry"): ["1"],
     ("invoices", "export"): ["--month", "2026-11", "--output", "-"],
+    ("invoices", "ereporting"): ["--month", "2026-11", "--output", "-"],
+    ("accounting", "fec"): ["--year", "2026", "--output-dir", tempfile.gettempdir()],
     ("worker",): ["--burst"],
     ("demo",): ["--users", "5"],
     ("usage", "retention"): ["--keep-months", "12"],
