@@ -39,7 +39,6 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("demo",): ["--users", "5"],
     ("usage", "retention"): ["--keep-months", "12"],
     ("admin", "create"): ["ops@example.com", "--password-stdin"],
-    ("invoices", "ereporting"): ["--month", "2026-11", "--output", "-"],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
 LONG_RUNNING = {("serve",), ("worker", "forever")}
