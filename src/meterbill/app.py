@@ -17,20 +17,30 @@ from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
-from meterbill.errors import MeterbillError
+from meterbill.docs_ui import install_docs
+from meterbill.errors import MeterbillError, NotFound
 from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
+from meterbill.openapi import (
+    DatabaseUnavailable,
+    InternalError,
+    MalformedJson,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ValidationFailed,
+    install_openapi,
+    raises,
+)
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
+from meterbill.validation import validation_detail
 
 log = logging.getLogger("meterbill.app")
 
-_HTTP_ERRORS = {
-    404: ("not_found", "Ressource introuvable", "Not found"),
-    405: ("method_not_allowed", "Méthode non autorisée", "Method not allowed"),
-    413: ("payload_too_large", "Requête trop volumineuse", "Payload too large"),
+_HTTP_ERRORS: dict[int, type[MeterbillError]] = {
+    error.status: error for error in (NotFound, MethodNotAllowed, PayloadTooLarge)
 }
 
 
@@ -91,7 +101,11 @@ def create_app(
         description="Self-hosted billing for SaaS products: Stripe plans, metering, "
         "quotas and numbered invoices.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
+    install_docs(app)
     app.include_router(invoicing_router)
     app.include_router(billing_router)
     app.include_router(usage_router)
@@ -103,20 +117,15 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])
-    def readyz(request: Request) -> JSONResponse:
+    @raises(DatabaseUnavailable)
+    def readyz(request: Request) -> dict[str, str]:
         """The database answers."""
         try:
             request.app.state.services.db.ping()
-        except Exception:
+        except Exception as exc:
             log.exception("readiness check failed")
-            return error_response(
-                request,
-                503,
-                "database_unavailable",
-                "Base de données injoignable",
-                "Database unreachable",
-            )
-        return JSONResponse({"status": "ready"})
+            raise DatabaseUnavailable() from exc
+        return {"status": "ready"}
 
     @app.exception_handler(MeterbillError)
     async def meterbill_error(request: Request, exc: MeterbillError) -> JSONResponse:
@@ -132,18 +141,24 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(error.get("loc", ())), "msg": error.get("msg", "")}
-            for error in exc.errors()
-        ]
+        language = preferred_language(request)
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            error: MeterbillError = MalformedJson()
+        else:
+            error = ValidationFailed()
+        details = [validation_detail(item, language) for item in errors]
         return error_response(
-            request, 422, "validation_error", "Requête invalide", "Invalid request", details=details
+            request, error.status, error.code, error.message_fr, error.message_en, details=details
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code, fr, en = _HTTP_ERRORS.get(
-            exc.status_code, ("http_error", "Erreur HTTP", "HTTP error")
+        known = _HTTP_ERRORS.get(exc.status_code)
+        code, fr, en = (
+            (known.code, known.message_fr, known.message_en)
+            if known
+            else ("http_error", "Erreur HTTP", "HTTP error")
         )
         return error_response(
             request, exc.status_code, code, fr, en, headers=getattr(exc, "headers", None)
@@ -152,6 +167,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(request, 500, "internal_error", "Erreur interne", "Internal error")
+        error = InternalError()
+        return error_response(request, 500, error.code, error.message_fr, error.message_en)
 
     return app

@@ -61,6 +61,8 @@ class InvalidPlan(MeterbillError):
 
 class AlreadyOnPlan(MeterbillError):
     code = "already_on_plan"
+    message_fr = "Vous êtes déjà sur le plan {plan}"
+    message_en = "You are already on the {plan} plan"
 
     def __init__(self, plan: str) -> None:
         super().__init__(
@@ -84,6 +86,8 @@ class StripeNotConfigured(MeterbillError):
 class PriceNotConfigured(MeterbillError):
     status = 503
     code = "price_not_configured"
+    message_fr = "Prix Stripe non configuré pour le plan {plan}"
+    message_en = "No Stripe price is configured for the {plan} plan"
 
     def __init__(self, plan: str) -> None:
         super().__init__(

@@ -1,16 +1,46 @@
-"""FastAPI dependencies that authenticate end users (JWT) and servers (API keys)."""
+"""FastAPI dependencies that authenticate end users (JWT) and servers (API keys).
+
+They use FastAPI's security classes so the OpenAPI document names both schemes and
+Swagger's Authorize button fills the right header."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
 
 from meterbill.auth.models import User
 from meterbill.auth.service import TokenClaims, decode_user_token, ensure_user, verify_api_key
-from meterbill.errors import InvalidApiKey, Unauthorized
+from meterbill.errors import (
+    AuthNotConfigured,
+    InvalidApiKey,
+    InvalidToken,
+    Unauthorized,
+)
+from meterbill.openapi import raises
 from meterbill.services import Services, get_services
+
+user_token = HTTPBearer(
+    scheme_name="userToken",
+    bearerFormat="JWT",
+    description="An end user's JWT, signed with METERBILL_JWT_SECRET (HS256), "
+    "METERBILL_JWT_PUBLIC_KEY (RS256/ES256) or a key of METERBILL_JWT_JWKS_URL; "
+    "claims: the user id (`sub` by default), `exp`; optional `email`, `locale`.",
+    auto_error=False,
+)
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="apiKey",
+    description="A server-to-server key made with `meterbill apikey create NAME`.",
+    auto_error=False,
+)
+api_key_bearer = HTTPBearer(
+    scheme_name="apiKeyBearer",
+    description="The same API key, sent as `Authorization: Bearer mb_…`.",
+    auto_error=False,
+)
 
 
 def _bearer(request: Request) -> str | None:
@@ -21,8 +51,11 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
+@raises(Unauthorized, InvalidToken, AuthNotConfigured)
 def current_user(
-    request: Request, services: Annotated[Services, Depends(get_services)]
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(user_token)],
 ) -> TokenClaims:
     """The end user of a valid JWT, created on the free plan at their first request."""
     token = _bearer(request)
@@ -46,7 +79,13 @@ def current_user(
     return claims
 
 
-def api_client(request: Request, services: Annotated[Services, Depends(get_services)]) -> str:
+@raises(InvalidApiKey)
+def api_client(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _header: Annotated[str | None, Depends(api_key_header)],
+    _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)],
+) -> str:
     """The name of the server-to-server API key presented (Bearer or X-API-Key)."""
     presented = request.headers.get("x-api-key") or _bearer(request)
     if not presented:

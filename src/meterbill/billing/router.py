@@ -9,14 +9,36 @@ from fastapi.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
 from meterbill.billing import service
-from meterbill.billing.schemas import CheckoutOut, PortalOut, StatusOut, WebhookOut
+from meterbill.billing.schemas import CheckoutIn, CheckoutOut, PortalOut, StatusOut, WebhookOut
 from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
+from meterbill.errors import (
+    AlreadyOnPlan,
+    InvalidPayload,
+    InvalidPlan,
+    InvalidSignature,
+    NoStripeCustomer,
+    PriceNotConfigured,
+    StripeNotConfigured,
+    StripeUnavailable,
+    WebhookFailed,
+    WebhookNotConfigured,
+)
 from meterbill.invoicing.pdf import render_missing_pdfs
+from meterbill.openapi import raises
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 
 
-@router.post("/checkout", response_model=CheckoutOut)
+_CHECKOUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": CheckoutIn.model_json_schema()}},
+    }
+}
+
+
+@router.post("/checkout", response_model=CheckoutOut, openapi_extra=_CHECKOUT_BODY)
+@raises(InvalidPlan, AlreadyOnPlan, StripeNotConfigured, PriceNotConfigured, StripeUnavailable)
 async def create_checkout(
     request: Request, user: CurrentUser, services: ServicesDep
 ) -> CheckoutOut:
@@ -40,6 +62,7 @@ async def create_checkout(
 
 
 @router.post("/portal", response_model=PortalOut)
+@raises(NoStripeCustomer, StripeNotConfigured, StripeUnavailable)
 def create_portal(user: CurrentUser, services: ServicesDep) -> PortalOut:
     """Create a Stripe customer portal session to manage the subscription."""
     return PortalOut(portal_url=service.open_portal(services.db, services.gateway, user.user_id))
@@ -51,7 +74,26 @@ def billing_status(user: CurrentUser, services: ServicesDep) -> StatusOut:
     return service.subscription_status(services.db, user.user_id, services.now())
 
 
-@router.post("/webhook", response_model=WebhookOut)
+_WEBHOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": "A Stripe event, exactly as Stripe sent it (signed bytes).",
+    },
+    "parameters": [
+        {
+            "name": "Stripe-Signature",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Stripe's `t=…,v1=…` signature of the body.",
+        }
+    ],
+}
+
+
+@router.post("/webhook", response_model=WebhookOut, openapi_extra=_WEBHOOK_BODY)
+@raises(InvalidSignature, InvalidPayload, WebhookNotConfigured, WebhookFailed)
 async def stripe_webhook(
     request: Request, services: ServicesDep, background: BackgroundTasks
 ) -> WebhookOut:

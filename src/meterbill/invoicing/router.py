@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
+from meterbill.errors import InvoiceNotFound
 from meterbill.invoicing import ledger
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.pdf import ensure_pdf
@@ -21,6 +22,7 @@ from meterbill.invoicing.schemas import (
     LineOut,
     SellerOut,
 )
+from meterbill.openapi import raises
 
 router = APIRouter(prefix="/api/v1/billing/invoices", tags=["invoices"])
 
@@ -61,6 +63,7 @@ def list_invoices(
 
 
 @router.get("/{number}", response_model=InvoiceOut)
+@raises(InvoiceNotFound)
 def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep) -> InvoiceOut:
     """One invoice or credit note with its lines, seller, buyer and ledger balance."""
     with services.db.reading() as session:
@@ -99,6 +102,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
     response_class=FileResponse,
     responses={200: {"content": {"application/pdf": {}}}},
 )
+@raises(InvoiceNotFound)
 def get_invoice_pdf(
     number: InvoiceNumber, user: CurrentUser, services: ServicesDep
 ) -> FileResponse:

@@ -124,7 +124,7 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
     limit = plan.limits.get(event.metric)
     after = _after(catalog, event, used)
     if limit is not None and plan.on_limit == "block" and after > limit:
-        raise QuotaExceeded(event.metric, used, limit)
+        raise QuotaExceeded(event.metric, used, limit, now)
     recorded = record_usage(session, [event], now, users_exist=True)
     found = alerts_for(session, catalog, recorded.months, now)
     record_alerts(session, found, now)

@@ -10,6 +10,9 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
+from meterbill.errors import InvalidMonth
+from meterbill.openapi import raises
+from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
 from meterbill.usage.quota import check_quota, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
@@ -78,6 +81,7 @@ def alert_header(report: Consumption) -> str | None:
 
 
 @router.get("/consumption")
+@raises(InvalidMonth)
 def consumption_status(
     user: CurrentUser, services: ServicesDep, response: Response, month: str | None = None
 ) -> dict[str, Any]:
@@ -123,6 +127,7 @@ _EVENTS_BODY = {
 
 
 @metering_router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
+@raises(InvalidUsageBatch, BatchTooLarge)
 async def ingest_events(request: Request, client: ApiClient, services: ServicesDep) -> IngestAnswer:
     """Record a batch of up to 10,000 events. `id` is the idempotency key: an event sent
     twice counts once. The batch is validated as a whole first: one bad event gets 422
@@ -136,6 +141,7 @@ async def ingest_events(request: Request, client: ApiClient, services: ServicesD
 
 
 @metering_router.get("/check")
+@raises(UnknownMetric)
 def check_usage(
     user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
     metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
@@ -153,6 +159,7 @@ def check_usage(
 
 
 @metering_router.post("/consume")
+@raises(UnknownMetric, InvalidUsageBatch, QuotaExceeded)
 def consume_usage(
     body: ConsumeIn, client: ApiClient, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
