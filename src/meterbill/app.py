@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from meterbill.billing.catalog import router as plans_router
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
@@ -108,6 +109,7 @@ def create_app(
     install_docs(app)
     app.include_router(invoicing_router)
     app.include_router(billing_router)
+    app.include_router(plans_router)
     app.include_router(usage_router)
     app.include_router(metering_router)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 import jwt
@@ -66,6 +67,30 @@ def decode_user_token(settings: Settings, token: str) -> TokenClaims:
         email if usable else None,
         locale if locale in ("fr", "en") else None,
     )
+
+
+def issue_user_token(
+    settings: Settings, user_id: str, *, email: str | None = None, hours: int = 24
+) -> str:
+    """A token meterbill accepts for `user_id`, signed with METERBILL_JWT_SECRET (for local
+    trials and `meterbill dev`; production tokens come from the identity provider)."""
+    if not settings.jwt_secret:
+        raise AuthNotConfigured(
+            "METERBILL_JWT_SECRET non défini : les jetons viennent du fournisseur d'identité",
+            "METERBILL_JWT_SECRET is not set: tokens come from your identity provider",
+        )
+    claims: dict[str, object] = {
+        "sub": user_id,
+        "exp": int(time.time()) + hours * 3600,
+        "iat": int(time.time()),
+    }
+    if email:
+        claims["email"] = email
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
 def ensure_user(session: Session, user_id: str, email: str | None = None) -> None:

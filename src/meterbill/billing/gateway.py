@@ -118,6 +118,10 @@ class StripeGateway:
         )
         return str(session.url)
 
+    def retrieve_price(self, price_id: str) -> dict[str, Any]:
+        price = self.call("prices.retrieve", lambda c: c.v1.prices.retrieve(price_id))
+        return price.to_dict()
+
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         sub = self.call(
             "subscriptions.retrieve", lambda c: c.v1.subscriptions.retrieve(subscription_id)

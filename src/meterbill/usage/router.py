@@ -14,7 +14,7 @@ from meterbill.errors import InvalidMonth
 from meterbill.openapi import raises
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
-from meterbill.usage.quota import check_quota, consume_now
+from meterbill.usage.quota import HARD_HEADER, SOFT_HEADER, check_quota, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, monthly_consumption
 
@@ -40,6 +40,7 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
         alerts.append(
             {
                 "type": usage.alert,
+                "level": ALERT_LEVELS[usage.alert],
                 "metric": usage.metric,
                 "message": template.format(pct=usage.usage_pct, metric=usage.metric),
                 "current": usage.used,
@@ -47,6 +48,7 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
             }
         )
     return {
+        "alert": alert_header(report),
         "user_id": report.user_id,
         "plan": report.plan,
         "month": report.month,
@@ -64,19 +66,32 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
             "usage_pct": tokens.usage_pct,
         },
         "metrics": {
-            m.metric: {"used": m.used, "limit": m.limit, "usage_pct": m.usage_pct, "alert": m.alert}
+            m.metric: {
+                "used": m.used,
+                "limit": m.limit,
+                "usage_pct": m.usage_pct,
+                "alert": m.alert,
+                "level": ALERT_LEVELS.get(m.alert or ""),
+            }
             for m in report.metrics.values()
         },
         "alerts": alerts,
     }
 
 
+# One vocabulary for alert levels: the seed's `X-Billing-Alert` values. The seed's
+# `alerts[].type` ("soft"/"hard") stays; `level` beside it, the consumption's `alert` and
+# /usage/check's `alert` all say the header's words.
+ALERT_LEVELS = {"soft": SOFT_HEADER, "hard": HARD_HEADER}
+
+
 def alert_header(report: Consumption) -> str | None:
+    """The consumption's alert level: the most severe of its metrics'."""
     levels = {usage.alert for usage in report.metrics.values()}
     if "hard" in levels:
-        return "hard_limit_reached"
+        return HARD_HEADER
     if "soft" in levels:
-        return "soft_limit_warning"
+        return SOFT_HEADER
     return None
 
 
