@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -33,6 +34,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Say what went wrong in one line on stderr and exit non-zero."""
     typer.echo(f"meterbill: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+class KeyScope(StrEnum):
+    ingest = "ingest"
+    read = "read"
+    admin = "admin"
 
 
 def _database(settings: Settings) -> Database:
@@ -185,13 +192,22 @@ def token(
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Argument(help="What the key is for.", metavar="NAME")],
+    scope: Annotated[
+        list[KeyScope] | None,
+        typer.Option(
+            help="What the key may do (repeatable): ingest (send usage), read (quota "
+            "checks), admin (everything else). Default: all three.",
+            case_sensitive=False,
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; it is printed once and only its hash is kept."""
-    from meterbill.auth.service import create_api_key
+    from meterbill.auth.service import SCOPES, create_api_key
 
+    scopes = tuple(s.value for s in scope) if scope else SCOPES
     db = _database(Settings())
     with db.transaction() as session:
-        key = create_api_key(session, name)
+        key = create_api_key(session, name, scopes)
     typer.echo(key)
     typer.echo(
         "Keep this key now: meterbill stores only its hash and cannot show it again.", err=True
@@ -207,10 +223,13 @@ def apikey_list() -> None:
     with db.reading() as session:
         keys = session.scalars(select(ApiKey).order_by(ApiKey.id)).all()
         if keys:
-            typer.echo("prefix\tname\tstate\tcreated (UTC)")
+            typer.echo("prefix\tname\tstate\tscopes\tcreated (UTC)")
         for key in keys:
             state = "revoked" if key.revoked_at else "active"
-            typer.echo(f"{key.prefix}\t{key.name}\t{state}\t{key.created_at:%Y-%m-%d %H:%M}")
+            typer.echo(
+                f"{key.prefix}\t{key.name}\t{state}\t{key.scopes.replace(' ', ',')}\t"
+                f"{key.created_at:%Y-%m-%d %H:%M}"
+            )
     if not keys:
         typer.echo("no API keys yet: create one with `meterbill apikey create NAME`")
 

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     jwt_public_key: str = Field("", alias="METERBILL_JWT_PUBLIC_KEY")
     jwt_audience: str | None = Field(None, alias="METERBILL_JWT_AUDIENCE")
     jwt_issuer: str | None = Field(None, alias="METERBILL_JWT_ISSUER")
+    jwt_jwks_url: str = Field("", alias="METERBILL_JWT_JWKS_URL")
+    # An unknown `kid` fetches the JWKS again at most once per this many seconds.
+    jwt_jwks_cooldown_seconds: float = Field(30.0, alias="METERBILL_JWT_JWKS_COOLDOWN", ge=0)
+    jwt_user_claim: str = Field("sub", alias="METERBILL_JWT_USER_CLAIM", min_length=1)
 
     grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
     plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")

@@ -46,6 +46,29 @@ class InvalidApiKey(Unauthorized):
     message_en = "Invalid API key"
 
 
+class InsufficientScope(MeterbillError):
+    """The API key is valid but lacks the scope this endpoint needs."""
+
+    status = 403
+    code = "insufficient_scope"
+    message_fr = "Cette clé d'API n'a pas le droit {scope}"
+    message_en = "This API key lacks the {scope} scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"Cette clé d'API n'a pas le droit {scope}", f"This API key lacks the {scope} scope"
+        )
+
+
+class AuthUnavailable(MeterbillError):
+    """The identity provider's keys (METERBILL_JWT_JWKS_URL) could not be fetched."""
+
+    status = 503
+    code = "auth_unavailable"
+    message_fr = "Clés du fournisseur d'identité injoignables"
+    message_en = "The identity provider's keys cannot be fetched"
+
+
 class AuthNotConfigured(MeterbillError):
     status = 503
     code = "auth_not_configured"

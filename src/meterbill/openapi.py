@@ -116,6 +116,13 @@ def _declared(dependant: Dependant) -> Iterable[type[MeterbillError]]:
         yield from _declared(sub)
 
 
+def _scopes(dependant: Dependant) -> Iterable[str]:
+    if dependant.call is not None and hasattr(dependant.call, "__meterbill_scope__"):
+        yield str(dependant.call.__meterbill_scope__)
+    for sub in dependant.dependencies:
+        yield from _scopes(sub)
+
+
 def _route_errors(route: RouteContext, operation: dict[str, Any]) -> list[type[MeterbillError]]:
     errors = list(_declared(route.dependant))
     if operation.get("parameters") or operation.get("requestBody"):
@@ -152,6 +159,13 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             operation = document["paths"].get(route.path_format, {}).get(method.lower())
             if operation is None:
                 continue
+            scopes = sorted(set(_scopes(route.dependant)))
+            if scopes:
+                operation["x-meterbill-scopes"] = scopes
+                needed = ", ".join(f"`{scope}`" for scope in scopes)
+                operation["description"] = (
+                    f"{operation.get('description', '')}\n\nAPI key scope: {needed}."
+                ).strip()
             responses = operation.setdefault("responses", {})
             for status, spec in error_responses(*_route_errors(route, operation)).items():
                 entry = responses.setdefault(str(status), {"description": ""})

@@ -49,3 +49,24 @@ def test_quota_refusal_says_when_to_retry(make_metering: Callable[..., Metering]
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "3600"  # the limit starts over on April 1st
     assert refused.json()["retry_after"] == 3600
+
+
+def test_alert_levels_read_the_same_in_header_check_and_consumption(
+    make_metering: Callable[..., Metering],
+) -> None:
+    metering = make_metering(limit_free_api_calls=10)
+    assert metering.consume("sam", value=8).status_code == 200  # 80 %: the soft alert
+    service = metering.service
+    consumption = service.client.get("/api/v1/billing/consumption", headers=service.auth("sam"))
+    check = metering.check("sam")
+    level = "soft_limit_warning"
+    assert consumption.headers["X-Billing-Alert"] == level
+    body = consumption.json()
+    assert body["alert"] == level
+    assert body["alerts"][0]["type"] == "soft"  # the seed's field, kept
+    assert body["alerts"][0]["level"] == level
+    assert body["metrics"]["api_calls"]["level"] == level
+    assert check.headers["X-Billing-Alert"] == level and check.json()["alert"] == level
+    assert metering.consume("sam", value=2).status_code == 200
+    body = service.client.get("/api/v1/billing/consumption", headers=service.auth("sam")).json()
+    assert body["alert"] == metering.check("sam").json()["alert"] == "hard_limit_reached"

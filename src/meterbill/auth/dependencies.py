@@ -5,16 +5,19 @@ Swagger's Authorize button fills the right header."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
 
-from meterbill.auth.models import User
+from meterbill.auth.models import ApiKey, User
 from meterbill.auth.service import TokenClaims, decode_user_token, ensure_user, verify_api_key
 from meterbill.errors import (
     AuthNotConfigured,
+    AuthUnavailable,
+    InsufficientScope,
     InvalidApiKey,
     InvalidToken,
     Unauthorized,
@@ -51,7 +54,7 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-@raises(Unauthorized, InvalidToken, AuthNotConfigured)
+@raises(Unauthorized, InvalidToken, AuthNotConfigured, AuthUnavailable)
 def current_user(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
@@ -79,22 +82,42 @@ def current_user(
     return claims
 
 
-@raises(InvalidApiKey)
-def api_client(
-    request: Request,
-    services: Annotated[Services, Depends(get_services)],
-    _header: Annotated[str | None, Depends(api_key_header)],
-    _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)],
-) -> str:
-    """The name of the server-to-server API key presented (Bearer or X-API-Key)."""
+def _api_key(request: Request, services: Services) -> ApiKey:
     presented = request.headers.get("x-api-key") or _bearer(request)
     if not presented:
         raise InvalidApiKey()
     with services.db.reading() as session:
         key = verify_api_key(session, presented)
+        session.expunge(key)
+        return key
+
+
+def api_key_with(scope: str) -> Callable[..., str]:
+    """A dependency: the name of the presented API key (Bearer or X-API-Key), which must
+    hold `scope`; InvalidApiKey (401) or InsufficientScope (403) otherwise."""
+
+    @raises(InvalidApiKey, InsufficientScope)
+    def api_client(
+        request: Request,
+        services: Annotated[Services, Depends(get_services)],
+        _header: Annotated[str | None, Depends(api_key_header)],
+        _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)],
+    ) -> str:
+        key = _api_key(request, services)
+        if scope not in key.scopes.split():
+            raise InsufficientScope(scope)
         return key.name
+
+    api_client.__meterbill_scope__ = scope  # type: ignore[attr-defined]
+    return api_client
 
 
 CurrentUser = Annotated[TokenClaims, Depends(current_user)]
-ApiClient = Annotated[str, Depends(api_client)]
+# A key with the `ingest` scope: sending usage (events, consume).
+IngestClient = Annotated[str, Depends(api_key_with("ingest"))]
+# A key with the `read` scope: quota checks and other reads of usage.
+ReadClient = Annotated[str, Depends(api_key_with("read"))]
+# A key with the `admin` scope: anything else; an endpoint that names no scope needs admin.
+AdminClient = Annotated[str, Depends(api_key_with("admin"))]
+ApiClient = AdminClient
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.auth.dependencies import ApiClient, CurrentUser, ServicesDep
+from meterbill.auth.dependencies import CurrentUser, IngestClient, ReadClient, ServicesDep
 from meterbill.errors import InvalidMonth
 from meterbill.openapi import raises
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
@@ -143,7 +143,9 @@ _EVENTS_BODY = {
 
 @metering_router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
 @raises(InvalidUsageBatch, BatchTooLarge)
-async def ingest_events(request: Request, client: ApiClient, services: ServicesDep) -> IngestAnswer:
+async def ingest_events(
+    request: Request, client: IngestClient, services: ServicesDep
+) -> IngestAnswer:
     """Record a batch of up to 10,000 events. `id` is the idempotency key: an event sent
     twice counts once. The batch is validated as a whole first: one bad event gets 422
     naming each bad event's index and reason, and nothing is stored."""
@@ -160,7 +162,7 @@ async def ingest_events(request: Request, client: ApiClient, services: ServicesD
 def check_usage(
     user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
     metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
-    client: ApiClient,
+    client: ReadClient,
     services: ServicesDep,
     response: Response,
 ) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def check_usage(
 @metering_router.post("/consume")
 @raises(UnknownMetric, InvalidUsageBatch, QuotaExceeded)
 def consume_usage(
-    body: ConsumeIn, client: ApiClient, services: ServicesDep, response: Response
+    body: ConsumeIn, client: IngestClient, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
     """Check the limit and record the event in one atomic step. When the plan blocks and
     the event would go past the limit: 429, `X-Billing-Alert: hard_limit_reached`, nothing
