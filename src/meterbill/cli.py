@@ -189,6 +189,37 @@ def token(
     typer.echo(issue_user_token(Settings(), user_id, email=email, hours=hours))
 
 
+@app.command()
+def dev(
+    port: Annotated[
+        int, typer.Option(help="Port for meterbill.", min=1, max=65535, metavar="PORT")
+    ] = 8793,
+) -> None:
+    """Run meterbill with a local Stripe, a mailbox that prints emails, and a demo token."""
+    import signal
+    import threading
+
+    from meterbill.dev import DevSetupError, start_dev, walkthrough
+
+    host = "127.0.0.1"
+    problem = _port_free(host, port)
+    if problem:
+        fail(f"cannot listen on {host}:{port}: {problem}")
+    try:
+        stack = start_dev(host, port, lambda text: typer.echo(text))
+    except DevSetupError as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    typer.echo(walkthrough(stack, f"http://{host}:{port}"))
+    try:
+        stop.wait()
+    finally:
+        stack.stop()
+        typer.echo("meterbill dev stopped")
+
+
 @apikey_app.command("create")
 def apikey_create(
     name: Annotated[str, typer.Argument(help="What the key is for.", metavar="NAME")],
