@@ -131,6 +131,9 @@ def create_app(
 
     @app.exception_handler(MeterbillError)
     async def meterbill_error(request: Request, exc: MeterbillError) -> JSONResponse:
+        body = exc.details.get("body", {})
+        if preferred_language(request) == "fr":
+            body = exc.details.get("body_fr", body)
         return error_response(
             request,
             exc.status,
@@ -138,7 +141,7 @@ def create_app(
             exc.message_fr,
             exc.message_en,
             headers=exc.details.get("headers"),
-            **exc.details.get("body", {}),
+            **body,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -70,3 +70,18 @@ def test_alert_levels_read_the_same_in_header_check_and_consumption(
     assert metering.consume("sam", value=2).status_code == 200
     body = service.client.get("/api/v1/billing/consumption", headers=service.auth("sam")).json()
     assert body["alert"] == metering.check("sam").json()["alert"] == "hard_limit_reached"
+
+
+def test_batch_reasons_follow_accept_language(metering: Metering) -> None:
+    bad = [{"id": "e1", "user_id": "u", "metric": "nope", "timestamp": "2026-01-01T00:00"}]
+    client, headers = metering.service.client, metering.headers
+    french = client.post("/api/v1/usage/events", json={"events": bad}, headers=headers).json()
+    assert french["error"] == "Événements invalides : aucun n'a été enregistré"
+    assert french["errors"] == [{"index": 0, "reason": "metric : métrique inconnue 'nope'"}]
+    english = client.post(
+        "/api/v1/usage/events",
+        json={"events": bad},
+        headers={**headers, "Accept-Language": "en"},
+    ).json()
+    assert english["error"] == "Invalid events: none was recorded"
+    assert english["errors"] == [{"index": 0, "reason": "metric: unknown metric 'nope'"}]
