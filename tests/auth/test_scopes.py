@@ -11,9 +11,10 @@ from meterbill.auth.models import ApiKey
 from meterbill.auth.service import create_api_key
 from tests.conftest import Service
 
+PING = ("get", "/api/v1/usage/ping")  # any valid key: the clients' start-up check
 ALLOWED = {
-    "ingest": {("post", "/api/v1/usage/events"), ("post", "/api/v1/usage/consume")},
-    "read": {("get", "/api/v1/usage/check")},
+    "ingest": {("post", "/api/v1/usage/events"), ("post", "/api/v1/usage/consume"), PING},
+    "read": {("get", "/api/v1/usage/check"), PING},
 }
 BODIES: dict[str, Any] = {
     "/api/v1/usage/events": {"events": []},

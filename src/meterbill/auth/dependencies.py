@@ -112,6 +112,17 @@ def api_key_with(scope: str) -> Callable[..., str]:
     return api_client
 
 
+@raises(InvalidApiKey)
+def any_api_key(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _header: Annotated[str | None, Depends(api_key_header)],
+    _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)],
+) -> ApiKey:
+    """The presented API key, whatever its scopes (for the start-up check)."""
+    return _api_key(request, services)
+
+
 CurrentUser = Annotated[TokenClaims, Depends(current_user)]
 # A key with the `ingest` scope: sending usage (events, consume).
 IngestClient = Annotated[str, Depends(api_key_with("ingest"))]

@@ -6,10 +6,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from meterbill.auth.dependencies import CurrentUser, IngestClient, ReadClient, ServicesDep
+from meterbill.auth.dependencies import (
+    CurrentUser,
+    IngestClient,
+    ReadClient,
+    ServicesDep,
+    any_api_key,
+)
+from meterbill.auth.models import ApiKey
 from meterbill.errors import InvalidMonth
 from meterbill.openapi import raises
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
@@ -155,6 +162,13 @@ async def ingest_events(
         ingest_document, services.db, services.catalog, raw, services.now()
     )
     return IngestAnswer(received=result.received, new=result.new, duplicates=result.duplicates)
+
+
+@metering_router.get("/ping")
+def ping(key: Annotated[ApiKey, Depends(any_api_key)]) -> dict[str, Any]:
+    """Is this API key accepted, and with which scopes? The client middlewares call it at
+    start-up to tell a misconfiguration (401/403) from an outage."""
+    return {"status": "ok", "key": key.name, "scopes": key.scopes.split()}
 
 
 @metering_router.get("/check")
