@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -59,9 +60,45 @@ def api_key(url: str) -> str:
     return key
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(base: str, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.2)
+
+
 @contextmanager
-def meterbill(url: str, workers: int = 2, port: int = 8799, **env: str) -> Iterator[str]:
+def floor(url: str, workers: int = 2, port: int | None = None) -> Iterator[str]:
+    """The floor app (bench/floor.py) serving `url`'s floor tables; yields its base URL."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
+    environment = {**os.environ, "FLOOR_DATABASE_URL": url}
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, process, "the floor app")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@contextmanager
+def meterbill(url: str, workers: int = 2, port: int | None = None, **env: str) -> Iterator[str]:
     """meterbill serving `url` with uvicorn in a subprocess; yields its base URL."""
+    port = port or free_port()
     command = [shutil.which("meterbill") or "meterbill", "serve", "--port", str(port)]
     command += ["--workers", str(workers)]
     environment = {
@@ -76,16 +113,7 @@ def meterbill(url: str, workers: int = 2, port: int = 8799, **env: str) -> Itera
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("meterbill did not start")
-            time.sleep(0.2)
+        _wait_ready(base, process, "meterbill")
         yield base
     finally:
         process.terminate()

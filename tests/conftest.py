@@ -31,6 +31,14 @@ from tests.stripe_peer import StripePeer, sign_payload, start_stripe_peer
 POSTGRES_URL = os.environ.get("METERBILL_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
+# The seller's identity French law requires on invoices: without it none is numbered.
+TEST_SELLER = {
+    "seller_name": "Nuage Conseil SAS",
+    "seller_address": "12 rue de la Paix;75002 Paris",
+    "seller_siren": "812345678",
+    "seller_siret": "81234567800021",
+    "seller_vat_number": "FR40812345678",
+}
 WEBHOOK_SECRET = "whsec_test_secret"
 
 
@@ -143,7 +151,8 @@ class Service:
         """POST a Stripe event the way Stripe does: raw JSON, signed."""
         import json
 
-        payload = json.dumps(event).encode()
+        # The SDK's objects hold `unit_amount_decimal` as a Decimal; Stripe sends a string.
+        payload = json.dumps(event, default=str).encode()
         headers = {"Content-Type": "application/json"}
         if secret:
             headers["Stripe-Signature"] = sign_payload(payload, secret)
@@ -168,6 +177,7 @@ def base_settings(database_url: str, **overrides: Any) -> Settings:
         "stripe_max_retries": 0,
         "stripe_timeout_seconds": 5.0,
         "log_level": "WARNING",
+        **TEST_SELLER,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -12,6 +12,9 @@ Two halves live in this module:
     ``/v1/checkout/sessions`` (create, retrieve, expire), ``/v1/billing_portal/sessions``
     (create) and ``/v1/prices`` (create, retrieve, update, list; every recurring price is also
     a localstripe *plan* with the same id, so ``items[0][plan]=<price id>`` subscriptions work);
+  - subscriptions answered in today's shape (each item's ``price`` with
+    ``unit_amount_decimal`` and its period, the plan's ``amount_decimal``), added to
+    localstripe's 2017-shaped answers;
   - test controls under ``/_config/``: failure/latency injection (``/_config/fail``), request
     counters (``/_config/calls``) and webhook un-registration (``/_config/webhooks``), next to
     localstripe's own ``DELETE /_config/data`` and ``POST /_config/webhooks/{id}``.
@@ -31,8 +34,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import queue
+import re
 import secrets
 import signal
 import subprocess
@@ -43,6 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -425,6 +431,7 @@ def build_app() -> web.Application:
     Mutates localstripe's module-level app, so call it once per process (the launcher does).
     """
     from aiohttp import web
+    from localstripe import errors as ls_errors
     from localstripe import resources as ls
     from localstripe import server as ls_server
     from localstripe import webhooks as ls_webhooks
@@ -488,6 +495,53 @@ def build_app() -> web.Application:
     # Outermost, ahead of localstripe's error/auth/save middlewares, so failures apply to
     # every route (localstripe's and ours) and even to unauthenticated requests.
     app.middlewares.insert(0, control_middleware)
+
+    # -- subscriptions in today's shape ----------------------------------------------------
+
+    def todays_subscription(sub: _Json) -> None:
+        """Add what Stripe's current subscription object has and localstripe's lacks: each
+        item's `price` (with `unit_amount_decimal`, which the SDK turns into a Decimal)
+        and period, and the plan's `amount_decimal`."""
+        if sub.get("object") != "subscription":
+            return
+        items = (sub.get("items") or {}).get("data") or []
+        for item in items:
+            plan = item.get("plan") or {}
+            if isinstance(plan, dict) and plan.get("amount") is not None:
+                plan.setdefault("amount_decimal", str(plan["amount"]))
+            price = find_price(str(plan.get("id"))) if isinstance(plan, dict) else None
+            if price is not None and "price" not in item:
+                item["price"] = {
+                    "object": "price",
+                    "unit_amount_decimal": str(price.get("unit_amount")),
+                    **price,
+                }
+            for key in ("current_period_start", "current_period_end"):
+                if sub.get(key) is not None:
+                    item.setdefault(key, sub[key])
+        if isinstance(sub.get("plan"), dict) and sub["plan"].get("amount") is not None:
+            sub["plan"].setdefault("amount_decimal", str(sub["plan"]["amount"]))
+
+    @web.middleware
+    async def todays_shape_middleware(
+        request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if not (
+            request.path.startswith("/v1/subscriptions")
+            and isinstance(response, web.Response)
+            and response.content_type == "application/json"
+            and response.status == 200
+            and response.text
+        ):
+            return response
+        body = json.loads(response.text)
+        for sub in body.get("data", []) if body.get("object") == "list" else [body]:
+            if isinstance(sub, dict):
+                todays_subscription(sub)
+        return web.json_response(body, headers={"Request-Id": _random_id("req_", 14)})
+
+    app.middlewares.insert(1, todays_shape_middleware)
 
     # -- /v1/checkout/sessions -------------------------------------------------------------
 
@@ -830,6 +884,387 @@ def build_app() -> web.Application:
             }
         )
 
+    # -- idempotency (Stripe's documented behaviour; localstripe ignores the header) --------
+    #
+    # The first answer to a key is saved and replayed to every later request with that key;
+    # the same key with other parameters is an `idempotency_error`; a request arriving while
+    # the first one runs gets 409 `idempotency_key_in_use` (nothing saved, retry later).
+    # Answers are kept in localstripe's store, so DELETE /_config/data forgets them too.
+    in_flight: set[str] = set()
+
+    @web.middleware
+    async def idempotency_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if not key or request.method not in ("POST", "DELETE"):
+            return await handler(request)
+        body = await request.read()
+        scoped = f"idempotency:{request.headers.get('Authorization', '')}:{key}"
+        fingerprint = hashlib.sha256(
+            request.method.encode() + request.path.encode() + b"?" + body
+        ).hexdigest()
+        saved = store.get(scoped)
+        if isinstance(saved, dict):
+            if saved["fingerprint"] != fingerprint:
+                return _stripe_error(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    f"they were first used with. Try using a key other than '{key}' if you "
+                    "meant to execute a different request.",
+                    error_type="idempotency_error",
+                )
+            return web.Response(
+                status=saved["status"],
+                body=saved["body"],
+                content_type="application/json",
+                headers={
+                    "Idempotent-Replayed": "true",
+                    "Idempotency-Key": key,
+                    "Request-Id": _random_id("req_", 14),
+                },
+            )
+        if scoped in in_flight:
+            return _stripe_error(
+                409,
+                "There is currently another in-progress request using this Stripe "
+                "Idempotency-Key. Please try again later.",
+                code="idempotency_key_in_use",
+            )
+        in_flight.add(scoped)
+        try:
+            response = await handler(request)
+        finally:
+            in_flight.discard(scoped)
+        # Validation failures (400) and auth failures are not saved, as with Stripe.
+        if isinstance(response, web.Response) and response.status not in (400, 401, 409, 429):
+            payload = response.body
+            if isinstance(payload, bytes):
+                store[scoped] = {
+                    "fingerprint": fingerprint,
+                    "status": response.status,
+                    "body": payload,
+                }
+        return response
+
+    # -- POST /v1/subscriptions/{id}: price changes with proration, pending updates --------
+    #
+    # localstripe changes a subscription's plan but refuses `proration_behavior` (500),
+    # `payment_behavior` and `items[][price]`, and never prorates. This answers as Stripe's
+    # API reference documents: the item keeps its id and gets the new price; prorations
+    # credit the unused time of the old price and charge the rest of the period at the new
+    # one; `always_invoice` invoices and charges them now; with `pending_if_incomplete` a
+    # failed payment leaves the subscription unchanged and describes the change in
+    # `pending_update`. Other updates go on to localstripe.
+    pending_update_params = {
+        "items",
+        "payment_behavior",
+        "proration_behavior",
+        "proration_date",
+        "expand",
+        "billing_cycle_anchor",
+        "trial_end",
+        "trial_from_plan",
+        "add_invoice_items",
+    }
+
+    def update_subscription_price(sub: Any, data: _Json) -> web.Response:
+        proration = data.get("proration_behavior") or "create_prorations"
+        if proration not in ("create_prorations", "always_invoice", "none"):
+            return _stripe_error(
+                400, f"Invalid proration_behavior: {proration}", param="proration_behavior"
+            )
+        behavior = data.get("payment_behavior") or "allow_incomplete"
+        if behavior not in (
+            "allow_incomplete",
+            "default_incomplete",
+            "error_if_incomplete",
+            "pending_if_incomplete",
+        ):
+            return _stripe_error(
+                400, f"Invalid payment_behavior: {behavior}", param="payment_behavior"
+            )
+        if behavior == "pending_if_incomplete":
+            extra = sorted(set(data) - pending_update_params)
+            if extra:
+                return _stripe_error(
+                    400,
+                    "When `payment_behavior` is `pending_if_incomplete`, you can only pass "
+                    f"the parameters supported by pending updates; got {', '.join(extra)}.",
+                    param=extra[0],
+                )
+        items = data.get("items") or []
+        if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+            return _stripe_error(400, "The peer serves one subscription item.", param="items")
+        current = sub.items._list[0]
+        wanted = items[0]
+        if wanted.get("id") != current.id:
+            return _no_such("subscription item", wanted.get("id"), "items[0][id]")
+        price_id = wanted.get("price") or wanted.get("plan") or current.plan.id
+        new_plan = store.get(f"plan:{price_id}")
+        if new_plan is None:
+            return _no_such("price", price_id, "items[0][price]")
+        quantity = _to_int(wanted.get("quantity")) or current.quantity
+        if new_plan.id == current.plan.id and quantity == current.quantity:
+            return json_ok(sub._export())
+        period = current._current_period()
+        now = _to_int(data.get("proration_date")) or int(time.time())
+        span = max(period["end"] - period["start"], 1)
+        left = min(max(period["end"] - now, 0), span) / span
+        invoice = None
+        if proration != "none":
+            for amount, plan_id, text in (
+                (-round(current.plan.amount * current.quantity * left), current.plan.id, "Unused"),
+                (round(new_plan.amount * quantity * left), new_plan.id, "Remaining"),
+            ):
+                ls.InvoiceItem(
+                    amount=amount,
+                    currency=new_plan.currency,
+                    customer=sub.customer,
+                    subscription=sub.id,
+                    plan=plan_id,
+                    proration=True,
+                    description=f"{text} time on {plan_id} after {now}",
+                    period_start=max(now, period["start"]),
+                    period_end=period["end"],
+                )
+        if proration == "always_invoice":
+            # Not linked to the subscription while it is charged, so that localstripe's
+            # renewal-failure rules (past_due, SEPA cancels) do not apply to a proration.
+            invoice = ls.Invoice(customer=sub.customer)
+            invoice._finalize()
+            with contextlib.suppress(ls_errors.UserError):
+                if invoice.status != "paid":
+                    ls.Invoice._api_pay_invoice(invoice.id)
+            invoice.subscription = sub.id
+            invoice.billing_reason = "subscription_update"
+            sub.latest_invoice = invoice.id
+            if invoice.status != "paid":
+                if behavior == "pending_if_incomplete":
+                    sub.pending_update = {
+                        "billing_cycle_anchor": None,
+                        "expires_at": int(time.time()) + 23 * 3600,
+                        "subscription_items": [
+                            {"id": current.id, "price": new_plan.id, "quantity": quantity}
+                        ],
+                        "trial_end": None,
+                        "trial_from_plan": None,
+                    }
+                    return json_ok(sub._export())
+                if behavior == "error_if_incomplete":
+                    return _stripe_error(
+                        402,
+                        "Your card was declined.",
+                        error_type="card_error",
+                        code="card_declined",
+                    )
+                sub.status = "past_due"
+        current.plan = new_plan
+        current.quantity = quantity
+        sub.quantity = quantity
+        sub.pending_update = None
+        ls_webhooks.schedule_webhook(ls.Event("customer.subscription.updated", sub))
+        return json_ok(sub._export())
+
+    subscription_path = re.compile(r"^/v1/subscriptions/(sub_\w+)$")
+
+    @web.middleware
+    async def subscription_update_middleware(
+        request: web.Request, handler: _Handler
+    ) -> web.StreamResponse:
+        match = subscription_path.match(request.path)
+        if request.method != "POST" or match is None:
+            return await handler(request)
+        sub = store.get(f"subscription:{match.group(1)}")
+        if sub is None:
+            return await handler(request)
+        data = await form(request)
+        schedule = getattr(sub, "schedule", None)
+        if schedule and ("cancel_at_period_end" in data or "cancel_at" in data):
+            return _stripe_error(
+                400,
+                f"The subscription is managed by the subscription schedule `{schedule}`, and "
+                "updating any cancelation behavior directly is not allowed. Please update "
+                "the schedule instead.",
+            )
+        items = data.get("items")
+        prices = isinstance(items, list) and any(
+            isinstance(i, dict) and "price" in i for i in items
+        )
+        if prices or "proration_behavior" in data or "payment_behavior" in data:
+            return update_subscription_price(sub, data)
+        return await handler(request)
+
+    # -- /v1/subscription_schedules (from an existing subscription) ------------------------
+
+    def schedule_or_404(schedule_id: str) -> _Json | None:
+        schedule = store.get(f"subscription_schedule:{schedule_id}")
+        return schedule if isinstance(schedule, dict) else None
+
+    def phase_end(start: int, plan: Any, duration: object) -> int:
+        from dateutil.relativedelta import relativedelta
+
+        interval, count = plan.interval, plan.interval_count or 1
+        if isinstance(duration, dict):
+            interval = duration.get("interval") or interval
+            count = _to_int(duration.get("interval_count")) or 1
+        step = {
+            "day": relativedelta(days=count),
+            "week": relativedelta(weeks=count),
+            "month": relativedelta(months=count),
+            "year": relativedelta(years=count),
+        }[str(interval)]
+        return int((datetime.fromtimestamp(start, tz=UTC) + step).timestamp())
+
+    async def create_schedule(request: web.Request) -> web.Response:
+        data = await form(request)
+        sub_id = data.get("from_subscription")
+        if not sub_id:
+            return _missing_param("from_subscription")
+        sub = store.get(f"subscription:{sub_id}")
+        if sub is None:
+            return _no_such("subscription", sub_id, "from_subscription")
+        if getattr(sub, "schedule", None):
+            return _stripe_error(
+                400,
+                "You cannot migrate a subscription that is already attached to a schedule: "
+                f"`{sub.schedule}`.",
+                param="from_subscription",
+            )
+        if sub.status in ("canceled", "incomplete_expired"):
+            return _stripe_error(400, f"The subscription is {sub.status}.")
+        item = sub.items._list[0]
+        period = item._current_period()
+        schedule_id = _random_id("sub_sched_", 24)
+        schedule: _Json = {
+            "id": schedule_id,
+            "object": "subscription_schedule",
+            "created": int(time.time()),
+            "customer": sub.customer,
+            "subscription": sub.id,
+            "status": "active",
+            "end_behavior": "release",
+            "phases": [
+                {
+                    "start_date": period["start"],
+                    "end_date": period["end"],
+                    "items": [{"price": item.plan.id, "quantity": item.quantity}],
+                    "proration_behavior": "create_prorations",
+                    "metadata": {},
+                }
+            ],
+            "current_phase": {"start_date": period["start"], "end_date": period["end"]},
+            "canceled_at": None,
+            "completed_at": None,
+            "released_at": None,
+            "released_subscription": None,
+            "metadata": _metadata(data.get("metadata")),
+            "livemode": False,
+        }
+        store[f"subscription_schedule:{schedule_id}"] = schedule
+        sub.schedule = schedule_id
+        return json_ok(schedule)
+
+    async def retrieve_schedule(request: web.Request) -> web.Response:
+        schedule = schedule_or_404(request.match_info["id"])
+        if schedule is None:
+            return _no_such("subscription_schedule", request.match_info["id"], "id", 404)
+        return json_ok(schedule)
+
+    def not_updatable(schedule: _Json) -> web.Response | None:
+        if schedule["status"] in ("active", "not_started"):
+            return None
+        return _stripe_error(
+            400,
+            "You cannot update a subscription schedule that is currently in the "
+            f"`{schedule['status']}` status. It must be in one of the following statuses: "
+            "`not_started`, `active`.",
+        )
+
+    async def update_schedule(request: web.Request) -> web.Response:
+        schedule = schedule_or_404(request.match_info["id"])
+        if schedule is None:
+            return _no_such("subscription_schedule", request.match_info["id"], "id", 404)
+        refused = not_updatable(schedule)
+        if refused is not None:
+            return refused
+        data = await form(request)
+        end_behavior = data.get("end_behavior") or schedule["end_behavior"]
+        if end_behavior not in ("release", "cancel"):
+            return _stripe_error(400, "Invalid end_behavior", param="end_behavior")
+        phases_in = data.get("phases")
+        if phases_in is not None:
+            if not isinstance(phases_in, list) or not phases_in:
+                return _stripe_error(400, "Invalid array", param="phases")
+            phases: list[_Json] = []
+            for index, phase in enumerate(phases_in):
+                items = phase.get("items") if isinstance(phase, dict) else None
+                if not isinstance(items, list) or not items:
+                    return _missing_param(f"phases[{index}][items]")
+                plans = []
+                for item in items:
+                    price_id = item.get("price") or item.get("plan")
+                    if f"plan:{price_id}" not in store:
+                        return _no_such("price", price_id, f"phases[{index}][items][0][price]")
+                    plans.append(store[f"plan:{price_id}"])
+                start = _to_int(phase.get("start_date"))
+                if index == 0:
+                    if start != schedule["current_phase"]["start_date"]:
+                        return _stripe_error(
+                            400,
+                            "You can not modify the start date of the current phase.",
+                            param="phases[0][start_date]",
+                        )
+                else:
+                    start = phases[-1]["end_date"]
+                end = _to_int(phase.get("end_date"))
+                if end is None:
+                    end = phase_end(int(start or 0), plans[0], phase.get("duration"))
+                if end <= int(start or 0):
+                    return _stripe_error(
+                        400, "Phase end_date must be after its start.", param="phases"
+                    )
+                phases.append(
+                    {
+                        "start_date": start,
+                        "end_date": end,
+                        "items": [
+                            {
+                                "price": p.id,
+                                "quantity": _to_int(i.get("quantity")) or 1,
+                            }
+                            for p, i in zip(plans, items, strict=True)
+                        ],
+                        "proration_behavior": phase.get("proration_behavior")
+                        or "create_prorations",
+                        "metadata": _metadata(phase.get("metadata")),
+                    }
+                )
+            schedule["phases"] = phases
+            schedule["current_phase"] = {
+                "start_date": phases[0]["start_date"],
+                "end_date": phases[0]["end_date"],
+            }
+        schedule["end_behavior"] = end_behavior
+        return json_ok(schedule)
+
+    async def release_schedule(request: web.Request) -> web.Response:
+        schedule = schedule_or_404(request.match_info["id"])
+        if schedule is None:
+            return _no_such("subscription_schedule", request.match_info["id"], "id", 404)
+        refused = not_updatable(schedule)
+        if refused is not None:
+            return refused
+        sub = store.get(f"subscription:{schedule['subscription']}")
+        if sub is not None:
+            sub.schedule = None
+        schedule.update(
+            status="released",
+            released_at=int(time.time()),
+            released_subscription=schedule["subscription"],
+            subscription=None,
+            current_phase=None,
+        )
+        return json_ok(schedule)
+
     # -- /_config controls -----------------------------------------------------------------
 
     async def set_failure(request: web.Request) -> web.Response:
@@ -898,6 +1333,14 @@ def build_app() -> web.Application:
     router.add_get("/v1/prices", list_prices)
     router.add_get("/v1/prices/{id}", retrieve_price)
     router.add_post("/v1/prices/{id}", update_price)
+    router.add_post("/v1/subscription_schedules", create_schedule)
+    router.add_get("/v1/subscription_schedules/{id}", retrieve_schedule)
+    router.add_post("/v1/subscription_schedules/{id}", update_schedule)
+    router.add_post("/v1/subscription_schedules/{id}/release", release_schedule)
+    # Idempotency right inside the controls (so injected failures are never saved), and
+    # the subscription update innermost (after localstripe's auth and error handling).
+    app.middlewares.insert(1, idempotency_middleware)
+    app.middlewares.append(subscription_update_middleware)
     router.add_post("/_config/fail", set_failure)
     router.add_delete("/_config/fail", clear_failures)
     router.add_get("/_config/calls", get_calls)

@@ -35,7 +35,7 @@ def test_serve_migrates_then_answers_health_checks(tmp_path: object) -> None:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "meterbill serve never answered"
                 time.sleep(0.2)
-        assert ready.json() == {"status": "ready"}
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
         db = Database(database_url)
         assert current_revision(db.engine) is not None

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meterbill.billing.catalog import router as plans_router
@@ -19,20 +20,24 @@ from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.docs_ui import install_docs
-from meterbill.errors import MeterbillError, NotFound
+from meterbill.errors import MeterbillError, NotFound, PayloadTooLarge
+from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.parties import missing_seller_fields
+from meterbill.invoicing.pending import invoicing_readiness, issue_pending_documents
 from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
+from meterbill.notify.service import notify_invoice_issued
 from meterbill.openapi import (
     DatabaseUnavailable,
     InternalError,
     MalformedJson,
     MethodNotAllowed,
-    PayloadTooLarge,
     ValidationFailed,
     install_openapi,
     raises,
 )
+from meterbill.request_limits import BodySizeLimit, route_limits
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
@@ -40,9 +45,10 @@ from meterbill.validation import validation_detail
 
 log = logging.getLogger("meterbill.app")
 
-_HTTP_ERRORS: dict[int, type[MeterbillError]] = {
-    error.status: error for error in (NotFound, MethodNotAllowed, PayloadTooLarge)
-}
+_HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
+    error.status: (error.code, error.message_fr, error.message_en)
+    for error in (NotFound, MethodNotAllowed)
+} | {413: (PayloadTooLarge.code, "Requête trop volumineuse", "Payload too large")}
 
 
 def preferred_language(request: Request) -> str:
@@ -75,6 +81,48 @@ def error_response(
     return JSONResponse({"error": message, "code": code, **extra}, status, headers=headers)
 
 
+def seller_identity_warning(missing: list[str]) -> str:
+    return (
+        "invoices are not numbered until the seller's identity is complete; "
+        f"missing: {', '.join(missing)}"
+    )
+
+
+def _issue_waiting_documents(services: Services) -> None:
+    """Issue the documents that waited for the seller's identity, if it is complete now;
+    a failure here is logged and retried by the worker, never a reason not to start."""
+    missing = missing_seller_fields(services.settings)
+    if missing:
+        log.warning(seller_identity_warning(missing), extra={"missing": missing})
+        return
+    try:
+        issue_pending_documents(
+            services.db, services.settings, services.catalog, services.clock, _notify_issued
+        )
+    except Exception:
+        log.exception("waiting documents not issued at start")
+
+
+def _notify_issued(session: Session, document: Invoice) -> None:
+    if document.kind == "invoice":
+        notify_invoice_issued(session, document.id)
+
+
+def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONResponse:
+    body = exc.details.get("body", {})
+    if preferred_language(request) == "fr":
+        body = exc.details.get("body_fr", body)  # e.g. a batch's reasons, in French
+    return error_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.message_fr,
+        exc.message_en,
+        headers=exc.details.get("headers"),
+        **body,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -90,6 +138,7 @@ def create_app(
         if migrate:
             upgrade(db.engine)
         app.state.services = Services(settings, db, StripeGateway(settings), clock)
+        _issue_waiting_documents(app.state.services)
         log.info("meterbill ready", extra={"database": str(db.engine.url)})
         try:
             yield
@@ -107,6 +156,11 @@ def create_app(
     )
     install_openapi(app)
     install_docs(app)
+    app.add_middleware(
+        BodySizeLimit,
+        limits=route_limits(settings.max_body_bytes, settings.body_limits),
+        render=meterbill_error_response,
+    )
     app.include_router(invoicing_router)
     app.include_router(billing_router)
     app.include_router(plans_router)
@@ -120,29 +174,26 @@ def create_app(
 
     @app.get("/readyz", tags=["ops"])
     @raises(DatabaseUnavailable)
-    def readyz(request: Request) -> dict[str, str]:
-        """The database answers."""
+    def readyz(request: Request) -> JSONResponse:
+        """The database answers (503 otherwise). `details` says what else an operator must
+        fix without taking the service out of a load balancer: e.g. invoices waiting for
+        the seller's identity (200, with `warnings`)."""
+        services = request.app.state.services
         try:
-            request.app.state.services.db.ping()
+            services.db.ping()
+            with services.db.reading() as session:
+                invoicing = invoicing_readiness(session, services.settings)
         except Exception as exc:
             log.exception("readiness check failed")
             raise DatabaseUnavailable() from exc
-        return {"status": "ready"}
+        body: dict[str, Any] = {"status": "ready", "details": {"invoicing": invoicing}}
+        if invoicing["missing_settings"]:
+            body["warnings"] = [seller_identity_warning(invoicing["missing_settings"])]
+        return JSONResponse(body)
 
     @app.exception_handler(MeterbillError)
     async def meterbill_error(request: Request, exc: MeterbillError) -> JSONResponse:
-        body = exc.details.get("body", {})
-        if preferred_language(request) == "fr":
-            body = exc.details.get("body_fr", body)
-        return error_response(
-            request,
-            exc.status,
-            exc.code,
-            exc.message_fr,
-            exc.message_en,
-            headers=exc.details.get("headers"),
-            **body,
-        )
+        return meterbill_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -159,11 +210,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        known = _HTTP_ERRORS.get(exc.status_code)
-        code, fr, en = (
-            (known.code, known.message_fr, known.message_en)
-            if known
-            else ("http_error", "Erreur HTTP", "HTTP error")
+        code, fr, en = _HTTP_ERRORS.get(
+            exc.status_code, ("http_error", "Erreur HTTP", "HTTP error")
         )
         return error_response(
             request, exc.status_code, code, fr, en, headers=getattr(exc, "headers", None)

@@ -117,6 +117,8 @@ def serve(
     """Serve the HTTP API (migrations are applied first)."""
     import uvicorn
 
+    from meterbill.app import seller_identity_warning
+    from meterbill.invoicing.parties import missing_seller_fields
     from meterbill.serving import NoDelayHttpToolsProtocol
 
     problem = _port_free(host, port)
@@ -125,6 +127,9 @@ def serve(
     settings = Settings()
     settings.catalog()  # a bad plans file fails here, before anything says "serving"
     _database(settings).dispose()
+    missing = missing_seller_fields(settings)
+    if missing:
+        typer.echo(f"warning: {seller_identity_warning(missing)}", err=True)
     typer.echo(f"meterbill serving on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run(
         "meterbill.main:app",

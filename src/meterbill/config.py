@@ -110,6 +110,11 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", alias="METERBILL_LOG_LEVEL")
 
+    # Request body caps in bytes (meterbill.request_limits): every route's, and per path
+    # as JSON ({"/api/v1/usage/events": 16777216}) over the built-in ones.
+    max_body_bytes: int = Field(64 * 1024, alias="METERBILL_MAX_BODY_BYTES", gt=0)
+    body_limits: dict[str, int] = Field(default_factory=dict, alias="METERBILL_BODY_LIMITS")
+
     # Background work (meterbill.jobs, meterbill.notify).
     smtp_url: str = Field("", alias="METERBILL_SMTP_URL")
     email_from: str = Field("meterbill <billing@localhost>", alias="METERBILL_EMAIL_FROM")

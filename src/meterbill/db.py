@@ -77,7 +77,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping: it is a round trip on every checkout. Connections are recycled before
+    # servers or middleboxes drop idle ones, and a connection found dead is discarded with
+    # every older one (SQLAlchemy's disconnect handling; `Database.autocommit` does the same).
+    kwargs.setdefault("pool_recycle", 1800)
+    return create_engine(url, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -123,6 +127,24 @@ class Database:
         """A session for reads only (on SQLite it does not take the write lock)."""
         with self._readonly() as session, session.begin():
             yield session
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Any]:
+        """A pooled driver (psycopg) connection in autocommit mode: each statement is a
+        transaction of its own. For hot paths written as single statements."""
+        proxied = self.engine.raw_connection()
+        raw: Any = proxied.driver_connection
+        try:
+            raw.autocommit = True
+            yield raw
+        except Exception:
+            if raw.closed or raw.broken:
+                proxied.invalidate()  # a lost connection never goes back to the pool
+            raise
+        finally:
+            if not raw.closed:
+                raw.autocommit = False
+            proxied.close()
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

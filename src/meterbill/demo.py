@@ -23,7 +23,9 @@ from meterbill.billing.webhooks import apply_stripe_event
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.parties import missing_seller_fields
 from meterbill.jobs.models import Job
+from meterbill.sandbox import claim_for_demo, sandboxed
 from meterbill.usage.recording import UsageEvent, record_usage
 
 Step = Callable[[str, int], Callable[..., None]]
@@ -166,16 +168,29 @@ def _usage(
     return events
 
 
+DEMO_SELLER = {
+    "seller_name": "Démo meterbill SAS",
+    "seller_address": "1 place de la Démo;75001 Paris",
+    "seller_siren": "000000000",
+    "seller_vat_number": "FR00000000000",
+}
+
+
 def load_demo(
     db: Database, settings: Settings, *, users: int, seed: int, step: Step
 ) -> dict[str, int]:
-    """Load the dataset; returns what the database holds afterwards."""
+    """Load the dataset; returns what the database holds afterwards.
+
+    Only into a database made for it: NotADemoDatabase when it holds real users or
+    invoices. Nothing leaves meterbill: no Stripe, no email, no outgoing webhook."""
+    claim_for_demo(db, utcnow())
     rng = random.Random(seed)
-    settings = settings.model_copy(
+    settings = sandboxed(settings).model_copy(
         update={
-            "stripe_secret_key": "",  # the demo never talks to Stripe
             "stripe_price_premium": settings.stripe_price_premium or "price_demo_premium",
             "stripe_price_pro": settings.stripe_price_pro or "price_demo_pro",
+            # Invoices need a seller's identity: the demo's own, unless one is configured.
+            **({} if not missing_seller_fields(settings) else DEMO_SELLER),
         }
     )
     catalog = settings.catalog()

@@ -177,3 +177,106 @@ class WebhookFailed(MeterbillError):
     code = "webhook_failed"
     message_fr = "Erreur interne"
     message_en = "Internal error"
+
+
+# -- Plan changes (billing.plans): a paying user changes plan through the subscription they
+# already have, never through a second Checkout.
+
+PLAN_ENDPOINT = "/api/v1/billing/plan"
+CHECKOUT_ENDPOINT = "/api/v1/billing/checkout"
+
+
+class PlanChangeRequired(MeterbillError):
+    """Checkout for another plan while a paid subscription is live: a second subscription
+    would be billed beside the first."""
+
+    status = 409
+    code = "plan_change_required"
+    message_fr = (
+        "Vous avez déjà un abonnement payant : changez de plan avec POST /api/v1/billing/plan"
+    )
+    message_en = "You already have a paid subscription: change plan with POST /api/v1/billing/plan"
+
+    def __init__(self) -> None:
+        super().__init__(body={"details": {"method": "POST", "endpoint": PLAN_ENDPOINT}})
+
+
+class SettlementRequired(MeterbillError):
+    """The grace period is over but the old subscription still asks Stripe for payment."""
+
+    status = 409
+    code = "settle_or_cancel_required"
+    message_fr = (
+        "Votre abonnement précédent est impayé : réglez-le (portail) ou résiliez-le "
+        "avant de souscrire à nouveau"
+    )
+    message_en = (
+        "Your previous subscription is unpaid: settle it (portal) or cancel it "
+        "before subscribing again"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(
+            body={
+                "details": {
+                    "portal": "/api/v1/billing/portal",
+                    "cancel": "/api/v1/billing/cancel",
+                }
+            }
+        )
+
+
+class NoPaidSubscription(MeterbillError):
+    status = 409
+    code = "no_paid_subscription"
+    message_fr = "Aucun abonnement payant en cours : souscrivez avec POST /api/v1/billing/checkout"
+    message_en = "No paid subscription: subscribe with POST /api/v1/billing/checkout"
+
+    def __init__(self) -> None:
+        super().__init__(body={"details": {"method": "POST", "endpoint": CHECKOUT_ENDPOINT}})
+
+
+class PlanChangePaymentFailed(MeterbillError):
+    """Stripe kept the upgrade pending: its prorated invoice is not paid, the plan is unchanged."""
+
+    status = 402
+    code = "plan_change_payment_failed"
+    message_fr = (
+        "Le paiement du changement de plan a échoué : votre plan est inchangé. "
+        "Réglez la facture depuis le portail de paiement."
+    )
+    message_en = (
+        "The payment for the plan change failed: your plan is unchanged. "
+        "Pay the invoice from the billing portal."
+    )
+
+
+class PayloadTooLarge(MeterbillError):
+    """The request body is longer than its route accepts; it was not read past the cap."""
+
+    status = 413
+    code = "payload_too_large"
+    message_fr = "Requête trop volumineuse : au plus {max_bytes} octets"
+    message_en = "Request body too large: at most {max_bytes} bytes"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"Requête trop volumineuse : au plus {max_bytes} octets",
+            f"Request body too large: at most {max_bytes} bytes",
+            body={"details": {"max_bytes": max_bytes}},
+        )
+
+
+class NotADemoDatabase(MeterbillError):
+    """`meterbill demo` was pointed at a database that holds real users or invoices."""
+
+    status = 409
+    code = "not_a_demo_database"
+    message_fr = (
+        "Cette base contient de vrais utilisateurs ou factures : la démo ne s'installe que "
+        "dans une base vide ou qu'elle a créée (METERBILL_DATABASE_URL)"
+    )
+    message_en = (
+        "This database holds real users or invoices: the demo only loads into an empty "
+        "database or one it made (METERBILL_DATABASE_URL)"
+    )

@@ -5,6 +5,7 @@ from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.db import Base
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.jobs.models import Job
+from meterbill.sandbox import DemoDatabase
 from meterbill.usage.models import ConsumptionEvent, UsageAlert, UsageDaily, UsageMonthly
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Base",
     "BillingEvent",
     "ConsumptionEvent",
+    "DemoDatabase",
     "DocumentSequence",
     "Invoice",
     "Job",

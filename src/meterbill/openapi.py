@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 
-from meterbill.errors import MeterbillError
+from meterbill.errors import MeterbillError, PayloadTooLarge
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "__meterbill_errors__"
@@ -73,13 +73,6 @@ class InternalError(HttpError):
     code = "internal_error"
     message_fr = "Erreur interne"
     message_en = "Internal error"
-
-
-class PayloadTooLarge(HttpError):
-    status = 413
-    code = "payload_too_large"
-    message_fr = "Requête trop volumineuse"
-    message_en = "Payload too large"
 
 
 def raises(*errors: type[MeterbillError]) -> Callable[[F], F]:

@@ -280,6 +280,10 @@ def test_status_of_a_user_without_subscription(service: Service) -> None:
         "end_date": None,
         "current_period_end": None,
         "grace_period_end": None,
+        "cancel_at_period_end": False,
+        "cancel_at": None,
+        "pending_plan": None,
+        "pending_plan_at": None,
     }
 
 

@@ -18,6 +18,7 @@ from meterbill.config import Settings
 from meterbill.db import Database
 from meterbill.invoicing.models import Invoice, Transaction
 from tests import stripe_events as se
+from tests.conftest import TEST_SELLER
 
 _runs = itertools.count(1)
 stories = st.lists(
@@ -60,7 +61,7 @@ def test_any_delivery_order_gives_one_document_each_and_gapless_numbers(
 ) -> None:
     run = next(_runs)
     now = datetime(2100 + run // 12, run % 12 + 1, 5, tzinfo=UTC)  # a month of its own
-    config = Settings(_env_file=None, database_url=database_url)  # type: ignore[call-arg]
+    config = Settings(_env_file=None, database_url=database_url, **TEST_SELLER)  # type: ignore[call-arg]
     db = Database(database_url)
     customer = f"cus_prop{run}"
     with db.transaction() as session:

@@ -18,6 +18,7 @@ from meterbill.db import Database
 from meterbill.invoicing.models import DocumentSequence, Invoice, Transaction
 from meterbill.invoicing.service import issue_document_number
 from tests import stripe_events as se
+from tests.conftest import TEST_SELLER
 
 ISSUED = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PROCESSES = 4
@@ -27,7 +28,7 @@ STRIPE_INVOICES = 40
 
 def _deliver(url: str, events: list[dict[str, object]], start_at: float) -> None:
     """One webhook-handling process: applies its events as fast as it can."""
-    settings = Settings(_env_file=None, database_url=url, stripe_secret_key="")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url, stripe_secret_key="", **TEST_SELLER)  # type: ignore[call-arg]
     db = Database(url)
     catalog, gateway = settings.catalog(), StripeGateway(settings)
     time.sleep(max(0.0, start_at - time.time()))

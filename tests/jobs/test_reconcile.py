@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 import stripe
@@ -49,7 +50,7 @@ def _customer_with_subscription(
     with jobs.db.transaction() as session:
         user = lock_user(session, user_id, f"{user_id}@example.com")
         user.stripe_customer_id = customer.id
-    return customer.id, sub.to_dict()
+    return customer.id, sub.to_dict(for_json=True)  # as a webhook carries it
 
 
 def _state(jobs: Jobs, user_id: str) -> tuple[str, str | None]:
@@ -138,3 +139,32 @@ def test_stale_customers_are_the_past_due_and_the_quiet_ones(
     finally:
         stripe_peer.clear_failures()
     assert (report.customers, report.failed) == (1, 1)  # logged, left for the next run
+
+
+def test_reconcile_heals_with_the_objects_the_sdk_builds_from_stripe(
+    stripe_service: Service,
+    client: stripe.StripeClient,
+    make_jobs: Callable[..., Jobs],
+) -> None:
+    """Stripe's subscriptions carry `unit_amount_decimal`, which the SDK turns into a
+    Decimal; healing from them failed with "Object of type Decimal is not JSON
+    serializable"."""
+    settings = stripe_service.settings
+    jobs = make_jobs()
+    _, sub = _customer_with_subscription(client, jobs, "u-decimal", str(settings.stripe_price_pro))
+    fetched = client.v1.subscriptions.retrieve(str(sub["id"])).to_dict()
+    assert isinstance(fetched["items"]["data"][0]["price"]["unit_amount_decimal"], Decimal)
+    assert _state(jobs, "u-decimal") == ("free", None)
+
+    env = {
+        "METERBILL_DATABASE_URL": settings.database_url,
+        "STRIPE_SECRET_KEY": settings.stripe_secret_key,
+        "STRIPE_API_BASE": settings.stripe_api_base,
+        "STRIPE_PRICE_PREMIUM": str(settings.stripe_price_premium),
+        "STRIPE_PRICE_PRO": str(settings.stripe_price_pro),
+        "METERBILL_STRIPE_MAX_RETRIES": "0",
+    }
+    result = CliRunner().invoke(app, ["reconcile", "--all"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "customers checked: 1, subscriptions healed: 1, failed: 0" in result.output
+    assert _state(jobs, "u-decimal") == ("pro", "active")

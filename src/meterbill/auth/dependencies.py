@@ -6,7 +6,7 @@ Swagger's Authorize button fills the right header."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -61,25 +61,48 @@ def current_user(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(user_token)],
 ) -> TokenClaims:
     """The end user of a valid JWT, created on the free plan at their first request."""
+    claims = _claims(request, services)
+    with services.db.reading() as session:
+        user = session.get(User, claims.user_id)
+        known = user is not None and user_matches(claims, user.email, user.locale)
+    if not known:
+        register_user(services, claims)
+    return claims
+
+
+@raises(Unauthorized, InvalidToken, AuthNotConfigured, AuthUnavailable)
+async def token_claims(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(user_token)],
+) -> TokenClaims:
+    """The claims of a valid JWT, without a database read: for handlers that read the user
+    in their own query (then `user_matches` / `register_user`)."""
+    return _claims(request, services)
+
+
+def _claims(request: Request, services: Services) -> TokenClaims:
     token = _bearer(request)
     if token is None:
         raise Unauthorized()
-    claims = decode_user_token(services.settings, token)
-    with services.db.reading() as session:
-        user = session.get(User, claims.user_id)
-        known = (
-            user is not None
-            and (claims.email is None or user.email == claims.email)
-            and (claims.locale is None or user.locale == claims.locale)
-        )
-    if not known:
-        with services.db.transaction() as session:
-            ensure_user(session, claims.user_id, claims.email)
-            if claims.locale:
-                session.execute(
-                    update(User).where(User.id == claims.user_id).values(locale=claims.locale)
-                )
-    return claims
+    return decode_user_token(services.settings, token)
+
+
+def user_matches(claims: TokenClaims, email: str | None, locale: str | None) -> bool:
+    """Whether the stored user already says what the token says."""
+    return (claims.email is None or email == claims.email) and (
+        claims.locale is None or locale == claims.locale
+    )
+
+
+def register_user(services: Services, claims: TokenClaims) -> None:
+    """Create the token's user on the free plan, or bring its email and locale up to date."""
+    with services.db.transaction() as session:
+        ensure_user(session, claims.user_id, claims.email)
+        if claims.locale:
+            session.execute(
+                update(User).where(User.id == claims.user_id).values(locale=claims.locale)
+            )
 
 
 def _api_key(request: Request, services: Services) -> ApiKey:
@@ -123,6 +146,26 @@ def any_api_key(
     return _api_key(request, services)
 
 
+def presented_key_with(scope: str) -> Callable[..., Any]:
+    """A dependency: the server-to-server key presented (X-API-Key or Bearer), not yet
+    verified: for handlers that verify it, and its `scope`, on their own connection
+    (`auth.service.api_key_name(raw, key, scope)`)."""
+
+    @raises(InvalidApiKey, InsufficientScope)
+    async def presented_api_key(
+        request: Request,
+        _header: Annotated[str | None, Depends(api_key_header)],
+        _bearer_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)],
+    ) -> str:
+        presented = request.headers.get("x-api-key") or _bearer(request)
+        if not presented:
+            raise InvalidApiKey()
+        return presented
+
+    presented_api_key.__meterbill_scope__ = scope  # type: ignore[attr-defined]
+    return presented_api_key
+
+
 CurrentUser = Annotated[TokenClaims, Depends(current_user)]
 # A key with the `ingest` scope: sending usage (events, consume).
 IngestClient = Annotated[str, Depends(api_key_with("ingest"))]
@@ -131,4 +174,8 @@ ReadClient = Annotated[str, Depends(api_key_with("read"))]
 # A key with the `admin` scope: anything else; an endpoint that names no scope needs admin.
 AdminClient = Annotated[str, Depends(api_key_with("admin"))]
 ApiClient = AdminClient
+TokenUser = Annotated[TokenClaims, Depends(token_claims)]
+# The presented key, unverified: the handler verifies it and the scope on its connection.
+PresentedReadKey = Annotated[str, Depends(presented_key_with("read"))]
+PresentedIngestKey = Annotated[str, Depends(presented_key_with("ingest"))]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -7,7 +7,10 @@ text is logged for the operator and never handed to a client.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import stripe
@@ -17,6 +20,41 @@ from meterbill.errors import StripeNotConfigured, StripeUnavailable
 
 log = logging.getLogger("meterbill.stripe")
 T = TypeVar("T")
+
+# Stripe answers 409 `idempotency_key_in_use` while another request with the same key runs;
+# the documented remedy is to retry a moment later, when the first one's answer is saved.
+_KEY_IN_USE_WAIT = 0.25
+_KEY_IN_USE_TRIES = 60
+
+
+@dataclass(frozen=True)
+class StripeAnswer:
+    """An object as Stripe answered it, and when (Stripe's clock, from the `Date` header)."""
+
+    object: dict[str, Any]
+    at: int
+
+
+def _answer(obj: Any) -> StripeAnswer:
+    at = 0
+    response = getattr(obj, "last_response", None)
+    date = response.headers.get("date") if response is not None else None
+    if date:
+        try:
+            at = int(parsedate_to_datetime(date).timestamp())
+        except (TypeError, ValueError):
+            at = 0
+    return StripeAnswer(obj.to_dict(), at or int(time.time()))
+
+
+def _key_in_use(exc: stripe.StripeError) -> bool:
+    body: Any = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error: Any = body.get("error")
+    return (
+        exc.http_status == 409
+        and isinstance(error, dict)
+        and error.get("code") == "idempotency_key_in_use"
+    )
 
 
 class StripeGateway:
@@ -57,16 +95,44 @@ class StripeGateway:
             )
             raise StripeUnavailable() from exc
 
+    def call_once(self, what: str, operation: Callable[[stripe.StripeClient], T], key: str) -> T:
+        """Run one Stripe mutation under the idempotency key `key`: a retry with the same key
+        (a client retrying, two requests at once) gets Stripe's first answer, never a second
+        charge or a second object. While the first request runs, Stripe answers 409
+        `idempotency_key_in_use`; wait for its saved answer."""
+        client = self.client
+        for attempt in range(_KEY_IN_USE_TRIES):
+            try:
+                return operation(client)
+            except stripe.StripeError as exc:
+                if _key_in_use(exc) and attempt + 1 < _KEY_IN_USE_TRIES:
+                    time.sleep(_KEY_IN_USE_WAIT)
+                    continue
+                log.warning(
+                    "stripe call failed",
+                    extra={
+                        "operation": what,
+                        "stripe_error": type(exc).__name__,
+                        "http_status": exc.http_status,
+                    },
+                )
+                raise StripeUnavailable() from exc
+        raise StripeUnavailable()  # pragma: no cover (the loop returns or raises)
+
     def create_customer(self, user_id: str, email: str | None) -> str:
+        """The user's Stripe customer: one per user, whoever asks and however often (the
+        idempotency key is the user's), so it can be created outside any lock."""
         params: dict[str, Any] = {"metadata": {"user_id": user_id}}
         if email:
             params["email"] = email
-        customer = self.call(
+        key = f"meterbill-customer-{user_id}"
+        customer = self.call_once(
             "customers.create",
             lambda c: c.v1.customers.create(
                 params,  # type: ignore[arg-type]
-                options={"idempotency_key": f"meterbill-customer-{user_id}"},
+                options={"idempotency_key": key},
             ),
+            key,
         )
         return str(customer.id)
 
@@ -84,14 +150,14 @@ class StripeGateway:
             "invoice_payments.list",
             lambda c: c.v1.invoice_payments.list(params),  # type: ignore[arg-type]
         )
-        return [payment.to_dict() for payment in page.data]
+        return [payment.to_dict(for_json=True) for payment in page.data]
 
     def create_checkout_session(
-        self, *, customer_id: str, user_id: str, plan: str, price_id: str
+        self, *, customer_id: str, user_id: str, plan: str, price_id: str, key: str
     ) -> tuple[str, str]:
         base = self.settings.app_base_url.rstrip("/")
         metadata = {"user_id": user_id, "plan": plan}
-        session = self.call(
+        session = self.call_once(
             "checkout.sessions.create",
             lambda c: c.v1.checkout.sessions.create(
                 {
@@ -103,34 +169,116 @@ class StripeGateway:
                     "client_reference_id": user_id,
                     "metadata": metadata,
                     "subscription_data": {"metadata": metadata},
-                }
+                },
+                options={"idempotency_key": key},
             ),
+            key,
         )
         return str(session.url), str(session.id)
 
     def create_portal_session(self, customer_id: str) -> str:
         base = self.settings.app_base_url.rstrip("/")
-        session = self.call(
+        # A portal link lives a few minutes: a retry within the same minute gets the same one.
+        key = f"meterbill-portal-{customer_id}-{int(time.time()) // 60}"
+        session = self.call_once(
             "billing_portal.sessions.create",
             lambda c: c.v1.billing_portal.sessions.create(
-                {"customer": customer_id, "return_url": f"{base}/account"}
+                {"customer": customer_id, "return_url": f"{base}/account"},
+                options={"idempotency_key": key},
             ),
+            key,
         )
         return str(session.url)
+
+    # -- plan changes (billing.plans) -----------------------------------------------------
+
+    def fetch_subscription(self, subscription_id: str) -> StripeAnswer:
+        return _answer(
+            self.call(
+                "subscriptions.retrieve",
+                lambda c: c.v1.subscriptions.retrieve(subscription_id),
+            )
+        )
+
+    def update_subscription(
+        self, subscription_id: str, params: dict[str, Any], key: str
+    ) -> StripeAnswer:
+        return _answer(
+            self.call_once(
+                "subscriptions.update",
+                lambda c: c.v1.subscriptions.update(
+                    subscription_id,
+                    params,  # type: ignore[arg-type]
+                    options={"idempotency_key": key},
+                ),
+                key,
+            )
+        )
+
+    def cancel_subscription_now(self, subscription_id: str, key: str) -> StripeAnswer:
+        return _answer(
+            self.call_once(
+                "subscriptions.cancel",
+                lambda c: c.v1.subscriptions.cancel(
+                    subscription_id, options={"idempotency_key": key}
+                ),
+                key,
+            )
+        )
 
     def retrieve_price(self, price_id: str) -> dict[str, Any]:
         price = self.call("prices.retrieve", lambda c: c.v1.prices.retrieve(price_id))
         return price.to_dict()
 
+    def retrieve_schedule(self, schedule_id: str) -> dict[str, Any]:
+        schedule = self.call(
+            "subscription_schedules.retrieve",
+            lambda c: c.v1.subscription_schedules.retrieve(schedule_id),
+        )
+        return schedule.to_dict()
+
+    def create_schedule(self, subscription_id: str, key: str) -> dict[str, Any]:
+        schedule = self.call_once(
+            "subscription_schedules.create",
+            lambda c: c.v1.subscription_schedules.create(
+                {"from_subscription": subscription_id}, options={"idempotency_key": key}
+            ),
+            key,
+        )
+        return schedule.to_dict()
+
+    def update_schedule(self, schedule_id: str, params: dict[str, Any], key: str) -> dict[str, Any]:
+        schedule = self.call_once(
+            "subscription_schedules.update",
+            lambda c: c.v1.subscription_schedules.update(
+                schedule_id,
+                params,  # type: ignore[arg-type]
+                options={"idempotency_key": key},
+            ),
+            key,
+        )
+        return schedule.to_dict()
+
+    def release_schedule(self, schedule_id: str) -> dict[str, Any]:
+        key = f"meterbill-release-{schedule_id}"
+        schedule = self.call_once(
+            "subscription_schedules.release",
+            lambda c: c.v1.subscription_schedules.release(
+                schedule_id, options={"idempotency_key": key}
+            ),
+            key,
+        )
+        return schedule.to_dict()
+
     def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
         sub = self.call(
             "subscriptions.retrieve", lambda c: c.v1.subscriptions.retrieve(subscription_id)
         )
-        return sub.to_dict()
+        return sub.to_dict(for_json=True)
 
     def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
         customer = self.call("customers.retrieve", lambda c: c.v1.customers.retrieve(customer_id))
-        return customer.to_dict()
+        return customer.to_dict(for_json=True)
 
     def list_subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
         """Every subscription of the customer, canceled ones included."""
@@ -142,4 +290,4 @@ class StripeGateway:
                 ).auto_paging_iter()
             ),
         )
-        return [sub.to_dict() for sub in subscriptions]
+        return [sub.to_dict(for_json=True) for sub in subscriptions]

@@ -24,6 +24,7 @@ def prune_billing_events(session: Session, before: datetime, batch: int = 1000) 
     removed = session.execute(
         delete(BillingEvent).where(
             BillingEvent.received_at < before,
+            BillingEvent.outcome != "unresolved",  # kept until its customer is linked
             BillingEvent.stripe_subscription_id.is_(None)
             | BillingEvent.stripe_subscription_id.not_in(known),
         )

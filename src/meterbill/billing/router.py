@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
-from meterbill.billing import service
+from meterbill.billing import plans, service
 from meterbill.billing.schemas import CheckoutIn, CheckoutOut, PortalOut, StatusOut, WebhookOut
 from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
 from meterbill.errors import (
@@ -16,8 +16,12 @@ from meterbill.errors import (
     InvalidPayload,
     InvalidPlan,
     InvalidSignature,
+    NoPaidSubscription,
     NoStripeCustomer,
+    PlanChangePaymentFailed,
+    PlanChangeRequired,
     PriceNotConfigured,
+    SettlementRequired,
     StripeNotConfigured,
     StripeUnavailable,
     WebhookFailed,
@@ -25,6 +29,7 @@ from meterbill.errors import (
 )
 from meterbill.invoicing.pdf import render_missing_pdfs
 from meterbill.openapi import raises
+from meterbill.services import Services
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 
@@ -38,16 +43,20 @@ _CHECKOUT_BODY = {
 
 
 @router.post("/checkout", response_model=CheckoutOut, openapi_extra=_CHECKOUT_BODY)
-@raises(InvalidPlan, AlreadyOnPlan, StripeNotConfigured, PriceNotConfigured, StripeUnavailable)
+@raises(
+    InvalidPlan,
+    AlreadyOnPlan,
+    PlanChangeRequired,
+    SettlementRequired,
+    StripeNotConfigured,
+    PriceNotConfigured,
+    StripeUnavailable,
+)
 async def create_checkout(
     request: Request, user: CurrentUser, services: ServicesDep
 ) -> CheckoutOut:
-    """Create a Stripe Checkout session to buy `premium` or `pro`."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        body = {}
-    plan = body.get("plan") if isinstance(body, dict) else None
+    """Create a Stripe Checkout session to buy `premium` or `pro` (a first subscription)."""
+    plan = await _plan_in(request)
     return await run_in_threadpool(
         service.start_checkout,
         services.db,
@@ -56,9 +65,88 @@ async def create_checkout(
         services.gateway,
         user.user_id,
         user.email,
-        plan if isinstance(plan, str) else "",
+        plan,
         services.now(),
     )
+
+
+async def _plan_in(request: Request) -> str:
+    """The `plan` of a JSON body; anything else is an empty plan (400 invalid_plan)."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = {}
+    plan = body.get("plan") if isinstance(body, dict) else None
+    return plan if isinstance(plan, str) else ""
+
+
+@router.post("/plan", response_model=StatusOut, openapi_extra=_CHECKOUT_BODY)
+@raises(
+    InvalidPlan,
+    AlreadyOnPlan,
+    NoPaidSubscription,
+    SettlementRequired,
+    PlanChangePaymentFailed,
+    StripeNotConfigured,
+    PriceNotConfigured,
+    StripeUnavailable,
+)
+async def change_plan(request: Request, user: CurrentUser, services: ServicesDep) -> StatusOut:
+    """Change the plan of the paid subscription: an upgrade now (prorated, applied once
+    paid), a downgrade at the period's end; the plan in effect takes a pending downgrade back."""
+    plan = await _plan_in(request)
+    await run_in_threadpool(
+        plans.change_plan,
+        services.db,
+        services.settings,
+        services.catalog,
+        services.gateway,
+        user.user_id,
+        plan,
+        services.now(),
+    )
+    return service.subscription_status(services.db, user.user_id, services.now())
+
+
+@router.post("/cancel", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
+def cancel_subscription(user: CurrentUser, services: ServicesDep) -> StatusOut:
+    """Cancel at the period's end (the plan stays until then)."""
+    plans.cancel_at_period_end(
+        services.db,
+        services.settings,
+        services.catalog,
+        services.gateway,
+        user.user_id,
+        services.now(),
+    )
+    return service.subscription_status(services.db, user.user_id, services.now())
+
+
+@router.post("/cancel/undo", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
+def undo_cancel(user: CurrentUser, services: ServicesDep) -> StatusOut:
+    """Take back a cancellation before the period's end."""
+    return _undo_cancel(user.user_id, services)
+
+
+@router.delete("/cancel", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
+def delete_cancel(user: CurrentUser, services: ServicesDep) -> StatusOut:
+    """Take back a cancellation before the period's end (same as POST /cancel/undo)."""
+    return _undo_cancel(user.user_id, services)
+
+
+def _undo_cancel(user_id: str, services: Services) -> StatusOut:
+    plans.undo_cancel(
+        services.db,
+        services.settings,
+        services.catalog,
+        services.gateway,
+        user_id,
+        services.now(),
+    )
+    return service.subscription_status(services.db, user_id, services.now())
 
 
 @router.post("/portal", response_model=PortalOut)

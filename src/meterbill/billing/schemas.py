@@ -31,6 +31,15 @@ class StatusOut(BaseModel):
     end_date: datetime | None = None
     current_period_end: datetime | None = None
     grace_period_end: datetime | None = None
+    # What happens at the period's end: the subscription stops, or moves to a cheaper plan.
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    pending_plan: str | None = None
+    pending_plan_at: datetime | None = None
+
+
+class PlanIn(BaseModel):
+    plan: str = ""
 
 
 class WebhookOut(BaseModel):

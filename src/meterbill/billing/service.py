@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select, update
+
 from meterbill.auth.models import User
-from meterbill.auth.service import lock_user
+from meterbill.auth.service import ensure_user
 from meterbill.billing.gateway import StripeGateway
+from meterbill.billing.plans import billed_subscription, refuse_second_subscription
 from meterbill.billing.schemas import CheckoutOut, StatusOut
 from meterbill.billing.subscriptions import current_subscription, effective_plan
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database
 from meterbill.errors import (
-    AlreadyOnPlan,
     InvalidPlan,
     NoStripeCustomer,
     PriceNotConfigured,
@@ -30,11 +32,11 @@ def start_checkout(
     plan: str,
     now: datetime,
 ) -> CheckoutOut:
-    """A Stripe Checkout session selling `plan` to the user.
+    """A Stripe Checkout session selling `plan` to a user who pays for no subscription.
 
-    The user's row stays locked while their Stripe customer is created, so two checkouts
-    at once still make one customer; the customer id is committed before the session is
-    created, so a failure after that point leaves a customer to reuse, not a duplicate.
+    Stripe is called outside any database transaction (SQLite has one writer): the
+    customer is created under the user's idempotency key, so concurrent checkouts get the
+    same one, and linked with a conditional update that keeps the first link made.
     """
     if not gateway.configured:
         raise StripeNotConfigured()
@@ -44,15 +46,23 @@ def start_checkout(
     price_id = catalog.plan(plan).stripe_price
     if not price_id:
         raise PriceNotConfigured(plan)
-    with db.transaction() as session:
-        user = lock_user(session, user_id, email)
-        if effective_plan(current_subscription(session, user_id), now) == plan:
-            raise AlreadyOnPlan(plan)
-        if user.stripe_customer_id is None:
-            user.stripe_customer_id = gateway.create_customer(user_id, user.email)
-        customer_id = user.stripe_customer_id
+    with db.reading() as session:
+        user = session.get(User, user_id)
+        customer_id = user.stripe_customer_id if user else None
+        known_email = user.email if user else None
+        billed = billed_subscription(session, user_id)
+    refuse_second_subscription(billed, plan, now)
+    if customer_id is None:
+        created = gateway.create_customer(user_id, email or known_email)
+        customer_id = link_customer(db, user_id, email, created)
+    # A retried request within the hour gets the same session (and the same customer).
+    marker = f"{billed.row.stripe_subscription_id}-{billed.marker}" if billed else "none"
+    key = (
+        f"meterbill-checkout-{user_id}-{plan}-{price_id}-{customer_id}-{marker}"
+        f"-{int(now.timestamp()) // 3600}"
+    )
     url, session_id = gateway.create_checkout_session(
-        customer_id=customer_id, user_id=user_id, plan=plan, price_id=price_id
+        customer_id=customer_id, user_id=user_id, plan=plan, price_id=price_id, key=key
     )
     return CheckoutOut(
         checkout_url=url,
@@ -60,6 +70,20 @@ def start_checkout(
         plan=plan,
         publishable_key=settings.stripe_publishable_key,
     )
+
+
+def link_customer(db: Database, user_id: str, email: str | None, customer_id: str) -> str:
+    """Link the Stripe customer to the user unless one is linked already; the customer
+    linked first wins and is returned."""
+    with db.transaction() as session:
+        ensure_user(session, user_id, email)
+        session.execute(
+            update(User)
+            .where(User.id == user_id, User.stripe_customer_id.is_(None))
+            .values(stripe_customer_id=customer_id)
+        )
+        linked = session.scalars(select(User.stripe_customer_id).where(User.id == user_id)).one()
+    return linked or customer_id
 
 
 def open_portal(db: Database, gateway: StripeGateway, user_id: str) -> str:
@@ -84,6 +108,16 @@ def subscription_status(db: Database, user_id: str, now: datetime) -> StatusOut:
             status="active",
             stripe_customer_id=user.stripe_customer_id if user else None,
         )
+    pending = (
+        subscription.pending_plan is not None
+        and subscription.pending_plan != subscription.plan
+        and subscription.stripe_schedule_id is not None
+        and subscription.stripe_schedule_id == subscription.pending_schedule_id
+        and subscription.status != "canceled"
+    )
+    canceling = subscription.status != "canceled" and (
+        subscription.cancel_at_period_end or subscription.cancel_at is not None
+    )
     return StatusOut(
         plan=effective_plan(subscription, now),
         status=subscription.status,
@@ -94,4 +128,10 @@ def subscription_status(db: Database, user_id: str, now: datetime) -> StatusOut:
         end_date=subscription.end_date,
         current_period_end=subscription.current_period_end,
         grace_period_end=subscription.grace_period_end,
+        cancel_at_period_end=canceling,
+        cancel_at=(subscription.cancel_at or subscription.current_period_end)
+        if canceling
+        else None,
+        pending_plan=subscription.pending_plan if pending else None,
+        pending_plan_at=subscription.pending_plan_at if pending else None,
     )

@@ -45,6 +45,9 @@ class SubscriptionSnapshot:
     started_at: datetime | None
     ended_at: datetime | None
     user_id: str | None
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    schedule_id: str | None = None
 
 
 def read_subscription(obj: Obj) -> SubscriptionSnapshot | None:
@@ -66,12 +69,23 @@ def read_subscription(obj: Obj) -> SubscriptionSnapshot | None:
         started_at=_timestamp(obj.get("start_date") or obj.get("created")),
         ended_at=_timestamp(obj.get("ended_at") or obj.get("canceled_at")),
         user_id=str(user_id) if user_id else None,
+        cancel_at_period_end=obj.get("cancel_at_period_end") is True,
+        cancel_at=_timestamp(obj.get("cancel_at")),
+        schedule_id=_id(obj.get("schedule")),
     )
 
 
 def invoice_subscription_id(invoice: Obj) -> str | None:
     details = _dict(_dict(invoice.get("parent")).get("subscription_details"))
     return _id(details.get("subscription")) or _id(invoice.get("subscription"))
+
+
+def invoice_user_id(invoice: Obj) -> str | None:
+    """The user meterbill named in the metadata of the invoice, or of the subscription it
+    bills (today's shape copies it to `parent.subscription_details.metadata`)."""
+    details = _dict(_dict(invoice.get("parent")).get("subscription_details"))
+    claimed = metadata_user_id(invoice) or _dict(details.get("metadata")).get("user_id")
+    return str(claimed) if claimed else None
 
 
 def invoice_period_end(invoice: Obj) -> datetime | None:

@@ -5,6 +5,21 @@ event as it lands (which lets an old `updated` resurrect a canceled subscription
 is recomputed from all the events recorded for that subscription, sorted by the time
 Stripe created them. Whatever order they arrive in, the result is the state that in-order,
 single delivery would have produced.
+
+Stripe's statuses and what they grant (the README has the same table):
+
+| status               | plan granted                     |
+|----------------------|----------------------------------|
+| `trialing`, `active` | the plan of the price            |
+| `past_due`           | the plan, until the grace ends   |
+| `incomplete`, `incomplete_expired`, `unpaid`, `paused`, `canceled` | free |
+
+Only a snapshot of the subscription (an event carrying it, or Stripe's answer) moves it
+out of `incomplete`, `unpaid` or `paused`; a payment failure makes a paying subscription
+past due, the grace period running `grace` from the failure event's `created` time (a
+retry does not extend it); a payment makes a past-due or unpaid one active. `canceled`
+and `incomplete_expired` are final. Snapshots sharing one `created` second are ordered
+by Stripe's answer (see billing.dispatch).
 """
 
 from __future__ import annotations
@@ -28,8 +43,14 @@ from meterbill.billing.stripe_objects import (
 from meterbill.config import Catalog
 from meterbill.notify.service import notify_plan_changed
 
-LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete")
+LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 PAYING_STATUSES = ("active", "trialing")
+FINAL_STATUSES = ("canceled", "incomplete_expired")
+# A failed payment makes these past due; the others stay as they are (an incomplete
+# subscription stays incomplete: it was never paid for).
+FAILS_TO_PAST_DUE = ("active", "trialing", "past_due")
+# A payment makes these active again (Stripe does the same when the invoice is paid).
+PAYMENT_REACTIVATES = ("past_due", "unpaid")
 SNAPSHOT_EVENTS = (
     "customer.subscription.created",
     "customer.subscription.updated",
@@ -87,6 +108,9 @@ class State:
     current_period_end: datetime | None = None
     grace_period_end: datetime | None = None
     last_created: int = 0
+    cancel_at_period_end: bool = False
+    cancel_at: datetime | None = None
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +119,7 @@ class Folded:
     unknown_prices: tuple[str, ...]
 
 
-def _event_snapshot(event: BillingEvent, body: dict[str, Any]) -> SubscriptionSnapshot | None:
+def event_snapshot(event: BillingEvent, body: dict[str, Any]) -> SubscriptionSnapshot | None:
     if event.snapshot:
         return read_subscription(json.loads(event.snapshot))
     if event.event_type.startswith("customer.subscription."):
@@ -111,23 +135,25 @@ def fold_events(events: list[BillingEvent], catalog: Catalog, grace: timedelta) 
         events,
         key=lambda e: (
             e.stripe_created,
+            e.snapshot_fetched_ms or 0,  # Stripe's answer settles a same-second tie
             _SAME_SECOND_ORDER.get(e.event_type, 9),
             e.stripe_event_id,
         ),
     )
     for event in ordered:
-        if state.status == "canceled":
-            break  # a canceled subscription never comes back; Stripe makes a new one instead
+        if state.status in FINAL_STATUSES:
+            break  # never comes back; Stripe makes a new subscription instead
         body = json.loads(event.payload or "{}").get("data", {}).get("object", {})
         at = _timestamp(event.stripe_created)
-        snapshot = _event_snapshot(event, body)
+        snapshot = event_snapshot(event, body)
         if snapshot is not None:
             state = _apply_snapshot(state, snapshot, event, catalog, unknown, at, grace)
-        elif event.event_type == PAYMENT_FAILED and state.status is not None:
-            failed_at = _timestamp(body.get("created")) or at
-            state = _enter_status(state, "past_due", failed_at, grace)
+        elif event.event_type == PAYMENT_FAILED and state.status in FAILS_TO_PAST_DUE:
+            # The grace period runs from the failure (the event), not from the invoice,
+            # which Stripe drafts before charging and a debit can fail days after.
+            state = _enter_status(state, "past_due", at, grace)
         elif event.event_type in PAYMENT_SUCCEEDED and state.status is not None:
-            if state.status in ("past_due", "unpaid", "incomplete"):
+            if state.status in PAYMENT_REACTIVATES:
                 state = _enter_status(state, "active", at, grace)
             period_end = invoice_period_end(body)
             if period_end and (
@@ -159,6 +185,9 @@ def _apply_snapshot(
         user_id=snapshot.user_id or state.user_id,
         started_at=state.started_at or snapshot.started_at or at,
         current_period_end=snapshot.current_period_end or state.current_period_end,
+        cancel_at_period_end=snapshot.cancel_at_period_end,
+        cancel_at=snapshot.cancel_at,
+        schedule_id=snapshot.schedule_id,
     )
     state = _enter_status(state, status, at, grace)
     if status == "canceled":
@@ -210,6 +239,9 @@ def refresh_subscription(
     row.current_period_end = state.current_period_end
     row.grace_period_end = state.grace_period_end
     row.state_event_created = state.last_created
+    row.cancel_at_period_end = state.cancel_at_period_end
+    row.cancel_at = state.cancel_at
+    row.stripe_schedule_id = state.schedule_id
     session.flush()
     return row, folded.unknown_prices
 

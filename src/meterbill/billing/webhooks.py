@@ -1,28 +1,28 @@
-"""Stripe webhooks: verified, recorded once, and applied in the same transaction."""
+"""Stripe webhooks: verified, recorded once, and applied in the same transaction.
+
+Stripe is read before that transaction, never inside it (billing.stripe_reads). An event
+nobody could be found for (`unresolved`) is kept and applied once its customer is linked
+to a user: by the event that makes the link, by its redelivery, or by the worker
+(`apply_kept_events`)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
-from meterbill.auth.service import lock_user
+from meterbill.billing.dispatch import APPLY_ORDER, HANDLERS
+from meterbill.billing.event_context import EventContext
 from meterbill.billing.gateway import StripeGateway
-from meterbill.billing.models import BillingEvent, Subscription
-from meterbill.billing.stripe_objects import (
-    customer_id_of,
-    invoice_subscription_id,
-    metadata_user_id,
-    read_subscription,
-)
-from meterbill.billing.subscriptions import refresh_subscription, sync_user_plan
+from meterbill.billing.models import BillingEvent
+from meterbill.billing.stripe_objects import customer_id_of
+from meterbill.billing.stripe_reads import StripeReads, read_then_write
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, insert_for
 from meterbill.errors import (
@@ -31,12 +31,6 @@ from meterbill.errors import (
     WebhookFailed,
     WebhookNotConfigured,
 )
-from meterbill.invoicing.service import (
-    record_failed_payment,
-    record_invoice_payment,
-    record_refunds,
-)
-from meterbill.notify.service import notify_invoice_issued, notify_payment_failed
 
 log = logging.getLogger("meterbill.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -76,21 +70,6 @@ def parse_stripe_event(settings: Settings, payload: bytes, signature: str | None
     return event
 
 
-@dataclass
-class EventContext:
-    session: Session
-    record: BillingEvent
-    event: dict[str, Any]
-    gateway: StripeGateway
-    catalog: Catalog
-    grace: timedelta
-    now: datetime
-
-    @property
-    def object(self) -> dict[str, Any]:
-        return self.event["data"]["object"]  # type: ignore[no-any-return]
-
-
 def apply_stripe_event(
     db: Database,
     settings: Settings,
@@ -99,15 +78,18 @@ def apply_stripe_event(
     event: dict[str, Any],
     now: datetime,
 ) -> str:
-    """Record the event and apply it, atomically; a redelivery changes nothing.
+    """Record the event and apply it, atomically; a redelivery changes nothing, except for
+    an event kept `unresolved`, which is tried again.
 
     Returns the outcome written on the event's row: ``applied``, ``duplicate``,
-    ``ignored`` (a type meterbill does not act on), ``unresolved`` (no user could be found)
-    or ``rejected`` (e.g. a price that is not in the catalog). Any failure rolls the
-    whole event back and raises WebhookFailed (500), so that Stripe delivers it again.
+    ``ignored`` (a type meterbill does not act on), ``unresolved`` (no user could be found
+    yet: kept) or ``rejected`` (e.g. a price that is not in the catalog). Any failure rolls
+    the whole event back and raises WebhookFailed (500), so that Stripe delivers it again.
     """
     try:
-        return _record_and_apply(db, settings, catalog, gateway, event, now)
+        return read_then_write(
+            gateway, lambda reads: _record_and_apply(db, settings, catalog, reads, event, now)
+        )
     except Exception as exc:
         log.exception(
             "stripe event failed; rolled back",
@@ -120,210 +102,142 @@ def _record_and_apply(
     db: Database,
     settings: Settings,
     catalog: Catalog,
-    gateway: StripeGateway,
+    reads: StripeReads,
     event: dict[str, Any],
     now: datetime,
 ) -> str:
     with db.transaction() as session:
         created = event.get("created")
+        customer = customer_id_of(event["data"]["object"])
         inserted = session.execute(
             insert_for(session)(BillingEvent)
             .values(
                 stripe_event_id=event["id"],
                 event_type=event["type"],
-                payload=json.dumps(event, separators=(",", ":")),
+                payload=json.dumps(event, separators=(",", ":"), default=str),
                 stripe_created=int(created) if isinstance(created, int | float) else 0,
+                stripe_customer_id=customer[:255] if customer else None,
                 outcome="applied",
                 received_at=now,
             )
             .on_conflict_do_nothing(index_elements=["stripe_event_id"])
             .returning(BillingEvent.id)
         ).scalar_one_or_none()
-        if inserted is None:
-            return "duplicate"
-        record = session.get_one(BillingEvent, inserted)
-        context = EventContext(
-            session,
-            record,
-            event,
-            gateway,
-            catalog,
-            timedelta(days=settings.grace_days),
-            now,
+        if inserted is not None:
+            record = session.get_one(BillingEvent, inserted)
+        else:
+            kept = _kept_event(session, event["id"])
+            if kept is None:
+                return "duplicate"
+            record, event = kept, json.loads(kept.payload or "{}")
+        return _apply_record(session, record, event, reads, settings, catalog, now)
+
+
+def _kept_event(session: Session, event_id: str) -> BillingEvent | None:
+    """The event's row, locked, if it was kept unresolved (to be tried again)."""
+    return session.scalars(
+        select(BillingEvent)
+        .where(BillingEvent.stripe_event_id == event_id, BillingEvent.outcome == "unresolved")
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _apply_record(
+    session: Session,
+    record: BillingEvent,
+    event: dict[str, Any],
+    reads: StripeReads,
+    settings: Settings,
+    catalog: Catalog,
+    now: datetime,
+) -> str:
+    """Run the event's handler and write its outcome; then apply the events kept for the
+    customers it linked to a user."""
+    context = EventContext(
+        session,
+        record,
+        event,
+        reads,
+        settings,
+        catalog,
+        timedelta(days=settings.grace_days),
+        now,
+    )
+    handler = HANDLERS.get(event["type"])
+    outcome, error = handler(context) if handler else ("ignored", None)
+    record.outcome, record.error = outcome, error
+    if error:
+        log.warning(
+            "stripe event not applied",
+            extra={
+                "event_id": event["id"],
+                "event_type": event["type"],
+                "outcome": outcome,
+                "reason": error,
+            },
         )
-        handler = _HANDLERS.get(event["type"])
-        outcome, error = handler(context) if handler else ("ignored", None)
-        record.outcome, record.error = outcome, error
-        if error:
-            log.warning(
-                "stripe event not applied",
-                extra={
-                    "event_id": event["id"],
-                    "event_type": event["type"],
-                    "outcome": outcome,
-                    "reason": error,
-                },
+    for customer_id in context.linked:
+        for kept in _kept_events_of(session, customer_id):
+            _apply_record(
+                session, kept, json.loads(kept.payload or "{}"), reads, settings, catalog, now
             )
-        return outcome
-
-
-def _resolve_user(ctx: EventContext, customer_id: str | None, claimed: str | None) -> User | None:
-    """The user a Stripe object belongs to, locked: by customer id, else by the user id
-    meterbill put in the metadata, else by asking Stripe for the customer's metadata."""
-    if customer_id:
-        owner = ctx.session.scalars(
-            select(User.id).where(User.stripe_customer_id == customer_id)
-        ).one_or_none()
-        if owner is not None:
-            return lock_user(ctx.session, owner)
-    user_id = claimed
-    if not user_id and customer_id and ctx.gateway.configured:
-        user_id = metadata_user_id(ctx.gateway.retrieve_customer(customer_id))
-    if not user_id:
-        return None
-    user = lock_user(ctx.session, user_id)
-    if customer_id and user.stripe_customer_id is None:
-        user.stripe_customer_id = customer_id
-    ctx.record.user_id = user.id
-    return user
-
-
-def _refresh(ctx: EventContext, user: User, subscription_id: str) -> tuple[str, str | None]:
-    ctx.record.user_id = user.id
-    ctx.record.stripe_subscription_id = subscription_id
-    ctx.session.flush()
-    _, unknown = refresh_subscription(
-        ctx.session, subscription_id, user.id, ctx.catalog, ctx.grace, ctx.now
-    )
-    sync_user_plan(ctx.session, user, ctx.now)
-    if unknown:
-        return "rejected", f"price not in the catalog: {', '.join(sorted(set(unknown)))}"
-    return "applied", None
-
-
-def _on_subscription(ctx: EventContext) -> tuple[str, str | None]:
-    snapshot = read_subscription(ctx.object)
-    if snapshot is None:
-        return "rejected", "event carries no subscription"
-    ctx.record.stripe_subscription_id = snapshot.id
-    user = _resolve_user(ctx, snapshot.customer_id, snapshot.user_id)
-    if user is None:
-        return "unresolved", f"no user for customer {snapshot.customer_id}"
-    return _refresh(ctx, user, snapshot.id)
-
-
-def _on_checkout_completed(ctx: EventContext) -> tuple[str, str | None]:
-    session_obj = ctx.object
-    user = _resolve_user(ctx, customer_id_of(session_obj), metadata_user_id(session_obj))
-    if user is None:
-        return "unresolved", f"no user for customer {customer_id_of(session_obj)}"
-    subscription_id = session_obj.get("subscription")
-    if isinstance(subscription_id, dict):
-        subscription_id = subscription_id.get("id")
-    if not isinstance(subscription_id, str):
-        return "applied", None
-    if not _subscription_described(ctx.session, subscription_id) and ctx.gateway.configured:
-        # The session does not say what was bought; Stripe's subscription does.
-        fetched = ctx.gateway.retrieve_subscription(subscription_id)
-        ctx.record.snapshot = json.dumps(fetched, separators=(",", ":"), default=str)
-    return _refresh(ctx, user, subscription_id)
-
-
-def _subscription_described(session: Session, subscription_id: str) -> bool:
-    return (
-        session.scalars(
-            select(Subscription.id).where(Subscription.stripe_subscription_id == subscription_id)
-        ).first()
-        is not None
-    )
-
-
-def _invoice_context(ctx: EventContext) -> tuple[User | None, str | None]:
-    invoice = ctx.object
-    subscription_id = invoice_subscription_id(invoice)
-    if subscription_id:
-        ctx.record.stripe_subscription_id = subscription_id
-    return _resolve_user(ctx, customer_id_of(invoice), metadata_user_id(invoice)), subscription_id
-
-
-def _on_payment_failed(ctx: EventContext) -> tuple[str, str | None]:
-    user, subscription_id = _invoice_context(ctx)
-    if user is None:
-        return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
-    record_failed_payment(ctx.session, user.id, ctx.object, ctx.event["id"], ctx.now)
-    outcome = _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
-    _tell_payment_failed(ctx, user, subscription_id)
     return outcome
 
 
-def _tell_payment_failed(ctx: EventContext, user: User, subscription_id: str | None) -> None:
-    """Email the user and tell the SaaS, once per failed attempt, unless the subscription
-    is already settled by a later event (a late failure notice must not alarm anyone)."""
-    row = None
-    if subscription_id:
-        row = ctx.session.scalars(
-            select(Subscription).where(Subscription.stripe_subscription_id == subscription_id)
-        ).one_or_none()
-        if row is None or row.status not in ("past_due", "unpaid", "incomplete"):
-            return
-    invoice = ctx.object
-    attempt = invoice.get("attempt_count")
-    notify_payment_failed(
-        ctx.session,
-        user.id,
-        cause=f"{invoice.get('id')}:{attempt}" if invoice.get("id") else ctx.event["id"],
-        plan=row.plan if row else None,
-        amount=invoice.get("amount_due"),
-        currency=invoice.get("currency"),
-        grace_period_end=row.grace_period_end if row else None,
-        subscription_id=subscription_id,
-        now=ctx.now,
+def _apply_order() -> Any:
+    return case(APPLY_ORDER, value=BillingEvent.event_type, else_=3)
+
+
+def _kept_events_of(session: Session, customer_id: str) -> list[BillingEvent]:
+    return list(
+        session.scalars(
+            select(BillingEvent)
+            .where(
+                BillingEvent.outcome == "unresolved",
+                BillingEvent.stripe_customer_id == customer_id,
+            )
+            .order_by(_apply_order(), BillingEvent.stripe_created, BillingEvent.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     )
 
 
-def _on_payment_succeeded(ctx: EventContext) -> tuple[str, str | None]:
-    user, subscription_id = _invoice_context(ctx)
-    if user is None:
-        return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
-    invoice = record_invoice_payment(
-        ctx.session,
-        user.id,
-        ctx.object,
-        ctx.event["id"],
-        ctx.now,
-        settings=ctx.gateway.settings,
-        catalog=ctx.catalog,
-        gateway=ctx.gateway,
-    )
-    if invoice is not None:
-        notify_invoice_issued(ctx.session, invoice.id)
-    return _refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
+def apply_kept_events(
+    db: Database,
+    settings: Settings,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    now: datetime,
+    batch: int = 200,
+) -> int:
+    """Apply the kept (`unresolved`) events whose customer is now linked to a user — e.g.
+    by a checkout, which links without any event; returns how many were applied."""
+    linked = select(User.stripe_customer_id).where(User.stripe_customer_id.is_not(None))
+    with db.reading() as session:
+        due = session.scalars(
+            select(BillingEvent.stripe_event_id)
+            .where(
+                BillingEvent.outcome == "unresolved",
+                BillingEvent.stripe_customer_id.in_(linked),
+            )
+            .order_by(_apply_order(), BillingEvent.stripe_created, BillingEvent.id)
+            .limit(batch)
+        ).all()
+    applied = 0
+    for event_id in due:
 
+        def apply(reads: StripeReads, event_id: str = event_id) -> str:
+            with db.transaction() as session:
+                kept = _kept_event(session, event_id)
+                if kept is None:
+                    return "duplicate"  # applied meanwhile
+                event = json.loads(kept.payload or "{}")
+                return _apply_record(session, kept, event, reads, settings, catalog, now)
 
-def _on_charge_refunded(ctx: EventContext) -> tuple[str, str | None]:
-    charge = ctx.object
-    user = _resolve_user(ctx, customer_id_of(charge), metadata_user_id(charge))
-    if user is None:
-        return "unresolved", f"no user for customer {customer_id_of(charge)}"
-    record_refunds(
-        ctx.session,
-        user.id,
-        charge,
-        ctx.event["id"],
-        ctx.now,
-        settings=ctx.gateway.settings,
-        gateway=ctx.gateway,
-    )
-    return "applied", None
-
-
-_HANDLERS = {
-    "customer.subscription.created": _on_subscription,
-    "customer.subscription.updated": _on_subscription,
-    "customer.subscription.deleted": _on_subscription,
-    "checkout.session.completed": _on_checkout_completed,
-    "invoice.payment_failed": _on_payment_failed,
-    "invoice.payment_succeeded": _on_payment_succeeded,
-    "invoice.paid": _on_payment_succeeded,
-    "charge.refunded": _on_charge_refunded,
-}
+        try:
+            applied += read_then_write(gateway, apply) == "applied"
+        except Exception:
+            log.exception("kept stripe event failed again", extra={"event_id": event_id})
+    return applied

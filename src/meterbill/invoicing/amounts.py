@@ -41,6 +41,17 @@ class LineDraft:
     amount_ttc: int
     period_start: datetime | None = None
     period_end: datetime | None = None
+    # EN 16931 VAT category (UNCL 5305): S standard, Z zero rate, E exempt (the seller's
+    # VAT franchise), AE reverse charge (the buyer accounts for the VAT).
+    vat_category: str = "S"
+
+
+def vat_category(rate_bp: int, *, vat_exempt: bool, reverse_charge: bool) -> str:
+    if vat_exempt:
+        return "E"
+    if reverse_charge:
+        return "AE"
+    return "S" if rate_bp > 0 else "Z"
 
 
 @dataclass(frozen=True)
@@ -186,10 +197,41 @@ def _invoice_level_tax(invoice: Obj) -> tuple[int, bool] | None:
     return None
 
 
+def stripe_reported_tax(invoice: Obj) -> int | None:
+    """The VAT Stripe charged on the invoice, or None when Stripe computed none at all."""
+    lines = _list(invoice.get("lines"))
+    if any(_line_taxes(line) for line in lines):
+        return sum(_int(t.get("amount")) or 0 for line in lines for t in _line_taxes(line))
+    level = _invoice_level_tax(invoice)
+    return level[0] if level else None
+
+
 def lines_from_stripe_invoice(
+    invoice: Obj,
+    rate_for_price: Callable[[str | None], int],
+    vat_exempt: bool,
+    *,
+    reverse_charge: bool = False,
+) -> list[LineDraft]:
+    """The invoice's lines with HT, TVA, TTC; they add up to Stripe's `total`.
+
+    Under reverse charge (a business buyer in another EU member state, and Stripe charged
+    no VAT) what was charged is the price before tax, and the lines carry category AE.
+    """
+    no_vat = vat_exempt or reverse_charge
+    drafts = []
+    for line in _lines_from_stripe_invoice(invoice, rate_for_price, no_vat):
+        rate = 0 if no_vat and line.amount_tva == 0 else line.vat_rate_bp
+        category = vat_category(
+            rate, vat_exempt=vat_exempt, reverse_charge=reverse_charge and rate == 0
+        )
+        drafts.append(replace(line, vat_rate_bp=rate, vat_category=category))
+    return drafts
+
+
+def _lines_from_stripe_invoice(
     invoice: Obj, rate_for_price: Callable[[str | None], int], vat_exempt: bool
 ) -> list[LineDraft]:
-    """The invoice's lines with HT, TVA, TTC; they add up to Stripe's `total`."""
     raw_lines = _list(invoice.get("lines"))
     drafts: list[LineDraft] = []
     any_line_taxes = any(_line_taxes(line) for line in raw_lines)

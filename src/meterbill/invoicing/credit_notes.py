@@ -3,16 +3,38 @@ invoice with the VAT in proportion."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from meterbill.config import Settings
+from meterbill.db import insert_for
 from meterbill.invoicing.amounts import LineDraft, credit_note_lines
 from meterbill.invoicing.documents import CREDIT_NOTE_SERIES, write_document
-from meterbill.invoicing.models import Invoice, InvoiceLine
-from meterbill.invoicing.parties import Buyer, seller_snapshot
+from meterbill.invoicing.models import Invoice, InvoiceLine, PendingDocument
+from meterbill.invoicing.parties import Buyer, missing_seller_fields, seller_snapshot
+
+
+def _wait_for_seller(
+    session: Session, invoice: Invoice, refund_key: str, amount: int, now: datetime
+) -> None:
+    """Keep the credit note to issue once the seller's identity is complete."""
+    session.execute(
+        insert_for(session)(PendingDocument)
+        .values(
+            kind="credit_note",
+            user_id=invoice.user_id,
+            refund_key=refund_key,
+            credited_invoice_id=invoice.id,
+            amount=amount,
+            payload="{}",
+            buyer="{}",
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["refund_key"])
+    )
 
 
 def issue_credit_note(
@@ -38,6 +60,9 @@ def issue_credit_note(
     amount = min(amount, invoice.amount - credited)
     if amount <= 0:
         return None
+    if missing_seller_fields(settings):
+        _wait_for_seller(session, invoice, refund_key, amount, now)
+        return None
     source = session.scalars(
         select(InvoiceLine)
         .where(InvoiceLine.invoice_id == invoice.id)
@@ -54,6 +79,7 @@ def issue_credit_note(
             line.amount_ttc,
             line.period_start,
             line.period_end,
+            line.vat_category,
         )
         for line in source
     ]
@@ -62,6 +88,7 @@ def issue_credit_note(
         invoice.buyer_email,
         (invoice.buyer_address or "").splitlines(),
         invoice.buyer_vat_number,
+        json.loads(invoice.buyer_identity or "{}"),
     )
     return write_document(
         session,

@@ -80,6 +80,7 @@ def write_document(
         buyer_email=buyer.email,
         buyer_address="\n".join(buyer.address) or None,
         buyer_vat_number=buyer.vat_number,
+        buyer_identity=json.dumps(buyer.identity, ensure_ascii=False, sort_keys=True),
         **fields,
     )
     session.add(document)
@@ -98,6 +99,7 @@ def write_document(
                 amount_ttc=line.amount_ttc,
                 period_start=line.period_start,
                 period_end=line.period_end,
+                vat_category=line.vat_category,
             )
         )
     session.flush()

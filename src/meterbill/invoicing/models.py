@@ -56,6 +56,8 @@ class Invoice(Base):
     buyer_email: Mapped[str | None] = mapped_column(String(320))
     buyer_address: Mapped[str | None] = mapped_column(Text)  # one line per address line
     buyer_vat_number: Mapped[str | None] = mapped_column(String(64))
+    # JSON: country, postal code, city, street, SIREN/SIRET, tax ids, business (B2B).
+    buyer_identity: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class InvoiceLine(Base):
@@ -78,6 +80,7 @@ class InvoiceLine(Base):
     amount_ttc: Mapped[int] = mapped_column(BigInteger)
     period_start: Mapped[datetime | None]
     period_end: Mapped[datetime | None]
+    vat_category: Mapped[str] = mapped_column(String(2), default="S")  # S Z E AE (UNCL 5305)
 
 
 class Transaction(Base):
@@ -99,3 +102,56 @@ class Transaction(Base):
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), index=True)
     stripe_charge_id: Mapped[str | None] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingDocument(Base):
+    """A paid invoice or a refund's credit note that waits for its number: it is not
+    issued while the seller's identity French law requires is incomplete (see
+    `parties.missing_seller_fields`), and is issued, in arrival order, once it is."""
+
+    __tablename__ = "pending_documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # invoice | credit_note
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("saas_users.id", ondelete="RESTRICT"), index=True
+    )
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    refund_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    credited_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)  # paid, or to credit, TTC cents
+    payload: Mapped[str] = mapped_column(Text, default="{}")  # the Stripe invoice (JSON)
+    buyer: Mapped[str] = mapped_column(Text, default="{}")  # the buyer when paid (JSON)
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    issued_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    issued_at: Mapped[datetime | None]
+
+
+class DocumentSeal(Base):
+    """The fingerprints of an issued document: SHA-256 of its PDF and of its XML, and the
+    chain hash linking it to the previous document of its series. Never changed."""
+
+    __tablename__ = "document_seals"
+
+    invoice_id: Mapped[int] = mapped_column(
+        ForeignKey("invoices.id", ondelete="RESTRICT"), primary_key=True
+    )
+    series: Mapped[str] = mapped_column(String(16))
+    pdf_sha256: Mapped[str] = mapped_column(String(64))
+    xml_sha256: Mapped[str] = mapped_column(String(64))
+    previous_hash: Mapped[str | None] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sealed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRun(Base):
+    """One run of `meterbill invoices audit`: when, how many problems, and the report."""
+
+    __tablename__ = "audit_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(default=utcnow)
+    documents: Mapped[int] = mapped_column(default=0)
+    problems: Mapped[int] = mapped_column(default=0)
+    report: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of problems

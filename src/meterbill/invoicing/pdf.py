@@ -24,6 +24,7 @@ from meterbill.config import Settings
 from meterbill.db import Database
 from meterbill.invoicing.ledger import find_document, lines_of, seller_of
 from meterbill.invoicing.models import Invoice, InvoiceLine
+from meterbill.invoicing.parties import vat_mentions
 
 log = logging.getLogger("meterbill.invoicing")
 _environment = Environment(
@@ -77,6 +78,11 @@ def render_document_html(
         "title": "Avoir" if document.kind == "credit_note" else "Facture",
         "doc": document,
         "seller": seller_of(document),
+        "vat_mentions": vat_mentions(
+            {line.vat_category for line in lines},
+            seller_of(document).get("vat_number"),
+            document.buyer_vat_number,
+        ),
         "buyer_address": (document.buyer_address or "").splitlines(),
         "issued": _date(document.issued_at),
         "paid": _date(document.paid_at or document.issued_at),

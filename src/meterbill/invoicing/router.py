@@ -12,6 +12,7 @@ from meterbill.auth.dependencies import CurrentUser, ServicesDep
 from meterbill.errors import InvoiceNotFound
 from meterbill.invoicing import ledger
 from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.parties import vat_mentions
 from meterbill.invoicing.pdf import ensure_pdf
 from meterbill.invoicing.schemas import (
     BalanceOut,
@@ -69,6 +70,8 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
     with services.db.reading() as session:
         document = ledger.find_document(session, number, user.user_id)
         balance = None
+        lines = ledger.lines_of(session, document)
+        seller = ledger.seller_of(document)
         if document.kind == "invoice":
             figures = ledger.invoice_balance(session, document)
             balance = BalanceOut.model_validate(figures, from_attributes=True)
@@ -80,19 +83,21 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
                 "service_start": document.service_start,
                 "service_end": document.service_end,
                 "stripe_invoice_id": document.stripe_invoice_id,
-                "seller": SellerOut.model_validate(ledger.seller_of(document)),
+                "seller": SellerOut.model_validate(seller),
                 "buyer": BuyerOut(
                     name=document.buyer_name,
                     email=document.buyer_email,
                     address=(document.buyer_address or "").splitlines(),
                     vat_number=document.buyer_vat_number,
                 ),
-                "lines": [
-                    LineOut.model_validate(line, from_attributes=True)
-                    for line in ledger.lines_of(session, document)
-                ],
+                "lines": [LineOut.model_validate(line, from_attributes=True) for line in lines],
                 "credit_notes": ledger.credit_note_numbers(session, document),
                 "balance": balance,
+                "vat_mentions": vat_mentions(
+                    {line.vat_category for line in lines},
+                    seller.get("vat_number"),
+                    document.buyer_vat_number,
+                ),
             }
         )
 

@@ -38,6 +38,7 @@ class LineOut(BaseModel):
     amount_ttc: int
     period_start: datetime | None = None
     period_end: datetime | None = None
+    vat_category: str = "S"  # EN 16931: S standard, Z zero, E exempt, AE reverse charge
 
 
 class SellerOut(BaseModel):
@@ -83,3 +84,4 @@ class InvoiceOut(InvoiceSummary):
     lines: list[LineOut]
     credit_notes: list[str] = []
     balance: BalanceOut | None = None  # invoices only
+    vat_mentions: list[str] = []  # e.g. "Autoliquidation …" with both VAT numbers

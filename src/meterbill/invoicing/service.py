@@ -3,12 +3,14 @@ credit note for each refund, and the ledger (`transactions`) behind both."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
@@ -16,7 +18,11 @@ from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.stripe_objects import invoice_payment_intent
 from meterbill.config import Catalog, Settings
 from meterbill.errors import MeterbillError
-from meterbill.invoicing.amounts import line_price_id, lines_from_stripe_invoice
+from meterbill.invoicing.amounts import (
+    line_price_id,
+    lines_from_stripe_invoice,
+    stripe_reported_tax,
+)
 from meterbill.invoicing.credit_notes import issue_credit_note
 from meterbill.invoicing.documents import (
     CREDIT_NOTE_SERIES,
@@ -24,14 +30,21 @@ from meterbill.invoicing.documents import (
     issue_document_number,
     write_document,
 )
-from meterbill.invoicing.models import Invoice, Transaction
-from meterbill.invoicing.parties import buyer_of, seller_snapshot
+from meterbill.invoicing.models import Invoice, PendingDocument, Transaction
+from meterbill.invoicing.parties import (
+    Buyer,
+    buyer_of,
+    is_reverse_charge,
+    missing_seller_fields,
+    seller_snapshot,
+)
 
 __all__ = [
     "CREDIT_NOTE_SERIES",
     "INVOICE_SERIES",
     "issue_credit_note",
     "issue_document_number",
+    "issue_paid_invoice",
     "record_failed_payment",
     "record_invoice_payment",
     "record_refunds",
@@ -73,47 +86,52 @@ def record_invoice_payment(
     """Issue the local invoice for a paid Stripe invoice and record the payment, once.
 
     Returns None when that Stripe invoice already has its local invoice (a redelivery, or
-    the twin `invoice.paid` / `invoice.payment_succeeded` event) or was for nothing. The
-    caller holds the user's row lock, so twins for one user run one after the other.
+    the twin `invoice.paid` / `invoice.payment_succeeded` event), was for nothing, or must
+    wait: while the seller's identity French law requires is incomplete, the payment is
+    recorded and the invoice kept unnumbered in `pending_documents` (see
+    `invoicing.pending`). The caller holds the user's row lock, so twins for one user run
+    one after the other.
     """
     stripe_invoice_id = str(stripe_invoice.get("id") or "")
     paid = int(stripe_invoice.get("amount_paid") or stripe_invoice.get("total") or 0)
     if not stripe_invoice_id or paid <= 0:
         return None
-    existing = session.scalars(
-        select(Invoice.id).where(Invoice.stripe_invoice_id == stripe_invoice_id)
-    ).one_or_none()
-    if existing is not None:
-        return None
-    lines = lines_from_stripe_invoice(
-        stripe_invoice, _rates(catalog, stripe_invoice), settings.seller_vat_exempt
-    )
+    for seen in (
+        select(Invoice.id).where(Invoice.stripe_invoice_id == stripe_invoice_id),
+        select(PendingDocument.id).where(PendingDocument.stripe_invoice_id == stripe_invoice_id),
+    ):
+        if session.scalars(seen).first() is not None:
+            return None
     intent = invoice_payment_intent(stripe_invoice) or _intent_at_stripe(gateway, stripe_invoice_id)
     user = session.get(User, user_id)
     buyer = buyer_of(gateway, stripe_invoice, user.email if user else None)  # may call Stripe
-    periods = [(line.period_start, line.period_end) for line in lines if line.period_end]
-    transitions = stripe_invoice.get("status_transitions") or {}
     currency = str(stripe_invoice.get("currency") or "eur").upper()
-    invoice = write_document(
-        session,
-        series=INVOICE_SERIES,
-        kind="invoice",
-        user_id=user_id,
-        currency=currency,
-        lines=lines,
-        seller=seller_snapshot(settings),
-        buyer=buyer,
-        now=now,
-        status="paid",
-        stripe_invoice_id=stripe_invoice_id,
-        paid_at=_stamp(transitions.get("paid_at")) or now,
-        service_start=min((s for s, _ in periods if s), default=None),
-        service_end=max((e for _, e in periods if e), default=None),
-    )
+    invoice = None
+    if missing_seller_fields(settings):
+        session.add(
+            PendingDocument(
+                kind="invoice",
+                user_id=user_id,
+                stripe_invoice_id=stripe_invoice_id,
+                amount=paid,
+                payload=json.dumps(stripe_invoice, separators=(",", ":"), default=str),
+                buyer=json.dumps(asdict(buyer), ensure_ascii=False, sort_keys=True),
+                event_id=event_id,
+                received_at=now,
+            )
+        )
+        log.warning(
+            "invoice waits for the seller's identity",
+            extra={"stripe_invoice": stripe_invoice_id, "missing": missing_seller_fields(settings)},
+        )
+    else:
+        invoice = issue_paid_invoice(
+            session, user_id, stripe_invoice, buyer, now, settings=settings, catalog=catalog
+        )
     session.add(
         Transaction(
             user_id=user_id,
-            invoice_id=invoice.id,
+            invoice_id=invoice.id if invoice else None,
             type="payment",
             amount=paid,
             currency=currency,
@@ -125,8 +143,51 @@ def record_invoice_payment(
             created_at=now,
         )
     )
-    _credit_early_refunds(session, invoice, intent, settings, now)
+    if invoice is not None:
+        credit_early_refunds(session, invoice, intent, settings, now)
     return invoice
+
+
+def issue_paid_invoice(
+    session: Session,
+    user_id: str,
+    stripe_invoice: dict[str, Any],
+    buyer: Buyer,
+    now: datetime,
+    *,
+    settings: Settings,
+    catalog: Catalog,
+) -> Invoice:
+    """Number and write the invoice of a paid Stripe invoice (no Stripe call: the buyer
+    is given). A business buyer in another EU member state whom Stripe charged no VAT is
+    invoiced under reverse charge ("Autoliquidation", category AE)."""
+    reverse_charge = is_reverse_charge(settings.seller_vat_number, buyer.vat_number) and not (
+        stripe_reported_tax(stripe_invoice)
+    )
+    lines = lines_from_stripe_invoice(
+        stripe_invoice,
+        _rates(catalog, stripe_invoice),
+        settings.seller_vat_exempt,
+        reverse_charge=reverse_charge and not settings.seller_vat_exempt,
+    )
+    periods = [(line.period_start, line.period_end) for line in lines if line.period_end]
+    transitions = stripe_invoice.get("status_transitions") or {}
+    return write_document(
+        session,
+        series=INVOICE_SERIES,
+        kind="invoice",
+        user_id=user_id,
+        currency=str(stripe_invoice.get("currency") or "eur").upper(),
+        lines=lines,
+        seller=seller_snapshot(settings),
+        buyer=buyer,
+        now=now,
+        status="paid",
+        stripe_invoice_id=str(stripe_invoice.get("id") or ""),
+        paid_at=_stamp(transitions.get("paid_at")) or now,
+        service_start=min((s for s, _ in periods if s), default=None),
+        service_end=max((e for _, e in periods if e), default=None),
+    )
 
 
 def _invoice_payments(gateway: StripeGateway | None, **query: str) -> list[dict[str, Any]]:
@@ -153,19 +214,20 @@ def _charge_id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _credit_early_refunds(
+def credit_early_refunds(
     session: Session, invoice: Invoice, intent: str | None, settings: Settings, now: datetime
 ) -> None:
-    """Refunds recorded before their payment (events arrive in any order) get their
-    invoice and credit notes now."""
-    if not intent:
-        return
+    """Refunds recorded before their invoice (events arrive in any order; an invoice may
+    wait for the seller's identity) get their invoice and credit notes now."""
+    matches = [Transaction.stripe_invoice_id == invoice.stripe_invoice_id]
+    if intent:
+        matches.append(Transaction.stripe_payment_intent == intent)
     early = session.scalars(
         select(Transaction)
         .where(
             Transaction.type == "refund",
             Transaction.invoice_id.is_(None),
-            Transaction.stripe_payment_intent == intent,
+            or_(*matches),
         )
         .order_by(Transaction.id)
     ).all()
@@ -305,7 +367,7 @@ def record_refunds(
                 amount=-amount,
                 currency=str(charge.get("currency") or "eur").upper(),
                 stripe_payment_intent=intent_id,
-                stripe_invoice_id=invoice.stripe_invoice_id if invoice else None,
+                stripe_invoice_id=paid.stripe_invoice_id if paid else None,
                 stripe_charge_id=charge_id,
                 stripe_object_id=key,
                 stripe_event_id=event_id,

@@ -201,18 +201,24 @@ def demo(
 ) -> None:
     """Load a realistic demo dataset: users, subscriptions, Stripe events, usage, invoices."""
     from meterbill.demo import load_demo
+    from meterbill.errors import NotADemoDatabase
 
     settings = Settings()
     db = _database(settings)
-    with Progress(console=Console(stderr=True)) as progress:
-        tasks: dict[str, Any] = {}
+    try:
+        with Progress(console=Console(stderr=True)) as progress:
+            tasks: dict[str, Any] = {}
 
-        def step(name: str, total: int) -> Any:
-            tasks[name] = progress.add_task(name, total=total)
-            return lambda n=1: progress.advance(tasks[name], n)
+            def step(name: str, total: int) -> Any:
+                tasks[name] = progress.add_task(name, total=total)
+                return lambda n=1: progress.advance(tasks[name], n)
 
-        summary = load_demo(db, settings, users=users, seed=seed, step=step)
-    db.dispose()
+            summary = load_demo(db, settings, users=users, seed=seed, step=step)
+    except NotADemoDatabase as exc:
+        typer.echo(exc.message_en, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
     typer.echo(", ".join(f"{key}: {value}" for key, value in summary.items()))
     last = f"demo-{users:03d}"
     typer.echo(f"demo users: demo-001 … {last} (loading again adds nothing)")

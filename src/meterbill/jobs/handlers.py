@@ -6,12 +6,17 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from meterbill.billing.grace import expire_grace_periods
 from meterbill.billing.reconcile import reconcile
 from meterbill.billing.retention import prune_billing_events
+from meterbill.billing.webhooks import apply_kept_events
+from meterbill.invoicing.models import Invoice
+from meterbill.invoicing.pending import issue_pending_documents
 from meterbill.jobs.queue import prune_jobs
 from meterbill.jobs.worker import Handler, JobContext
-from meterbill.notify.service import EMAIL_JOB, send_email_job
+from meterbill.notify.service import EMAIL_JOB, notify_invoice_issued, send_email_job
 from meterbill.notify.webhooks import WEBHOOK_DELIVERY, WEBHOOK_EVENT, deliver, fan_out
 
 log = logging.getLogger("meterbill.jobs")
@@ -40,6 +45,10 @@ def reconcile_with_stripe(ctx: JobContext) -> dict[str, Any]:
     return {"customers": report.customers, "healed": report.healed, "failed": report.failed}
 
 
+def apply_kept_stripe_events(ctx: JobContext) -> int:
+    return apply_kept_events(ctx.db, ctx.settings, ctx.catalog, ctx.gateway, ctx.now)
+
+
 def prune(ctx: JobContext) -> dict[str, int]:
     with ctx.db.transaction() as session:
         events = prune_billing_events(
@@ -51,6 +60,17 @@ def prune(ctx: JobContext) -> dict[str, int]:
     return {"billing_events": events, "jobs": jobs}
 
 
+def issue_waiting_documents(ctx: JobContext) -> int:
+    """Invoices and credit notes that waited for the seller's identity, issued now."""
+
+    def notify(session: Session, document: Invoice) -> None:
+        if document.kind == "invoice":
+            notify_invoice_issued(session, document.id)
+
+    issued = issue_pending_documents(ctx.db, ctx.settings, ctx.catalog, lambda: ctx.now, notify)
+    return len(issued)
+
+
 HANDLERS: dict[str, Handler] = {
     EMAIL_JOB: send_email,
     WEBHOOK_EVENT: fan_out_webhook,
@@ -58,4 +78,6 @@ HANDLERS: dict[str, Handler] = {
     "schedule.grace": end_grace_periods,
     "schedule.reconcile": reconcile_with_stripe,
     "schedule.prune": prune,
+    "schedule.kept_events": apply_kept_stripe_events,
+    "schedule.pending_invoices": issue_waiting_documents,
 }

@@ -12,6 +12,7 @@ overwrite the outcome of the one that took over.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from meterbill.jobs.models import Job
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 3600.0
 DEFAULT_MAX_ATTEMPTS = 10
+DEDUPE_KEY_LENGTH = 255  # the column's width
 
 
 class PermanentJobError(Exception):
@@ -60,6 +62,11 @@ def enqueue(
     key does nothing and returns None. Returns the new job's id otherwise.
     """
     now = utcnow()
+    if dedupe_key is not None and len(dedupe_key) > DEDUPE_KEY_LENGTH:
+        # Keys name their cause (a user id may be 255 characters long): keep a readable
+        # head and make the rest a digest, still one key per cause.
+        digest = hashlib.sha256(dedupe_key.encode()).hexdigest()
+        dedupe_key = f"{dedupe_key[: DEDUPE_KEY_LENGTH - 72]}…sha256:{digest}"
     statement = (
         insert_for(session)(Job)
         .values(

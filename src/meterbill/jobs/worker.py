@@ -56,6 +56,8 @@ SCHEDULES = (
     Schedule("grace", timedelta(minutes=1)),
     Schedule("reconcile", timedelta(hours=1)),
     Schedule("prune", timedelta(days=1)),
+    Schedule("kept_events", timedelta(minutes=5)),
+    Schedule("pending_invoices", timedelta(minutes=1)),
 )
 
 
@@ -110,6 +112,10 @@ class _LeaseKeeper:
         self._thread.join()
 
 
+def _not_sent_from_a_demo_database(ctx: JobContext) -> str:
+    return "not sent: demo database"
+
+
 class Worker:
     def __init__(
         self,
@@ -132,6 +138,23 @@ class Worker:
         self.schedules = schedules
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self._periods: dict[str, int] = {}
+        self.sandboxed = False
+
+    def _stay_inside_on_a_demo_database(self) -> None:
+        """On a database `meterbill demo` made, send nothing out (checked until it is one:
+        the demo may be loaded while this worker runs)."""
+        from meterbill.sandbox import OUTGOING_JOB_KINDS, is_demo_database, sandboxed
+
+        if self.sandboxed or not is_demo_database(self.db):
+            return
+        self.sandboxed = True
+        self.settings = sandboxed(self.settings)
+        self.gateway = StripeGateway(self.settings)
+        self.handlers = {
+            **self.handlers,
+            **{kind: _not_sent_from_a_demo_database for kind in OUTGOING_JOB_KINDS},
+        }
+        log.warning("demo database: emails, webhooks and Stripe calls are not sent")
 
     def tick_schedules(self) -> None:
         """Enqueue the schedules whose period began since this worker last looked."""
@@ -147,6 +170,7 @@ class Worker:
 
     def run_one(self) -> ClaimedJob | None:
         """Claim and run one due job; None when nothing is due."""
+        self._stay_inside_on_a_demo_database()
         job = queue.claim_next(self.db, self.id, self.clock(), self.lease)
         if job is None:
             return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from meterbill.auth.addresses import single_address
 from meterbill.auth.models import User
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
@@ -123,8 +124,11 @@ def notify_quota_alert(
     limit: int | None = None,
 ) -> None:
     """Email and webhook when `metric` reaches `level` % (80, 100) of the plan's limit in
-    `month` (YYYY-MM); once per user, metric, month and level."""
+    `month` (YYYY-MM); once per user, metric, month, level and limit (a plan change's new
+    limit alerts again)."""
     cause = f"{user_id}:{metric}:{month}:{int(level)}"
+    if limit is not None:
+        cause += f":{limit}"
     params = {"metric": metric, "level": int(level), "month": month, "usage": usage, "limit": limit}
     enqueue_email(session, user_id, "quota_alert", params, cause)
     emit_webhook(session, "quota.alert", {"user_id": user_id, **params}, cause=cause, now=utcnow())
@@ -211,7 +215,12 @@ def send_email_job(db: Database, settings: Settings, job: ClaimedJob) -> str:
         fields, attachments = _fields(
             session, settings, payload["template"], locale, payload.get("params") or {}
         )
-        address = user.email
+        # Rows written before addresses were checked may hold a list: send to none.
+        address = single_address(user.email)
+        if address is None:
+            log.warning("email not sent: the user's address is not one mailbox",
+                        extra={"job_id": job.id})  # fmt: skip
+            return "invalid_address"
     if payload["template"] == "invoice_issued":
         attachments.append(ensure_pdf(db, settings, fields["invoice_number"]))
     if not settings.smtp_url:

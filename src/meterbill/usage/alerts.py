@@ -1,11 +1,15 @@
-"""Quota alerts: the first time a user crosses the plan's alert ratio (soft) and 100 %
-(hard) of a metric in a month, one row is written to `usage_alerts`, in the transaction that
-records the events. Crossings are read from the monthly totals the recording statement
-returns: those are updated under the row's lock, so of two concurrent batches the later
-sees the earlier's total and exactly one of them sees the threshold crossed. The row's
-unique key (inserted with `ON CONFLICT DO NOTHING`) makes a second alert impossible anyway.
-Each new alert is handed to notifications in the same transaction (`notify_quota_alert`:
-an email job and a `quota.alert` webhook, each deduplicated by its cause)."""
+"""Quota alerts: the first time a user's monthly figure is at or past the alert ratio
+(soft) or 100 % (hard) of the limit of the plan in effect, one row is written to
+`usage_alerts`, in the transaction that records the event. An alert is once per user,
+metric, month, level *and limit*: after an upgrade the new plan's thresholds alert again
+when reached, and after a downgrade (or a grace period's end) that leaves the user past
+the new limit, the user's next event alerts — even a consume the new plan refuses.
+
+Figures are read from the monthly totals the recording statement returns (updated under
+the row's lock); the row's unique key, inserted with `ON CONFLICT DO NOTHING`, decides
+which of two racing batches records the alert. Each new alert is handed to notifications
+in the same transaction (`notify_quota_alert`: an email job and a `quota.alert` webhook,
+each deduplicated by its cause)."""
 
 from __future__ import annotations
 
@@ -44,54 +48,51 @@ def thresholds(plan: Plan, metric: str) -> list[tuple[str, float, int, int]]:
     return [("soft", limit * plan.alert_ratio, limit, soft), ("hard", limit, limit, 100)]
 
 
-def crossings(
-    user_id: str, plan: Plan, metric: str, month: str, before: int, after: int
-) -> list[Crossing]:
-    """The alert levels a change from `before` to `after` crossed."""
+def crossings(user_id: str, plan: Plan, metric: str, month: str, figure: int) -> list[Crossing]:
+    """The alert levels of `plan` that a monthly figure has reached (each is recorded once
+    per limit: `record_alerts` keeps only the ones not recorded yet)."""
     return [
-        Crossing(user_id, metric, month, level, after, limit, percent)
+        Crossing(user_id, metric, month, level, figure, limit, percent)
         for level, threshold, limit, percent in thresholds(plan, metric)
-        if before < threshold <= after
+        if figure >= threshold
     ]
 
 
-def change_figures(meter: Meter | None, change: MonthChange) -> tuple[int, int]:
-    """A monthly figure before and after a batch, as the meter aggregates it."""
+def month_figure(meter: Meter | None, change: MonthChange) -> int:
+    """A monthly figure after a batch, as the meter aggregates it."""
     aggregation = meter.aggregation if meter else "sum"
     if aggregation == "count":
-        return change.events - change.added_events, change.events
+        return change.events
     if aggregation == "max":
-        # The batch moved the peak only if it holds it; the old peak is then unknown, so
-        # every threshold below it counts as crossed (the unique key absorbs repeats).
-        return (0 if change.added_peak >= change.peak else change.peak), change.peak
-    return change.total - change.added_total, change.total
+        return change.peak
+    return change.total
 
 
 def alerts_for(
     session: Session, catalog: Catalog, changes: Sequence[MonthChange], now: datetime
 ) -> list[Crossing]:
-    """The alert levels these monthly changes crossed on each user's effective plan.
+    """The alert levels these monthly figures have reached on each user's effective plan.
 
-    Plans are looked up only for changes that cross a threshold of some plan, so a batch
+    Plans are looked up only for figures at or past a threshold of some plan, so a batch
     far from every limit costs no query."""
-    every_plan = list(catalog.plans.values())
+    lowest: dict[str, float] = {}
+    for plan in catalog.plans.values():
+        for metric in plan.limits:
+            for _, threshold, _, _ in thresholds(plan, metric):
+                lowest[metric] = min(lowest.get(metric, threshold), threshold)
     candidates = []
     for change in changes:
-        before, after = change_figures(catalog.meters.get(change.metric), change)
-        if any(
-            before < threshold <= after
-            for plan in every_plan
-            for _, threshold, _, _ in thresholds(plan, change.metric)
-        ):
-            candidates.append((change, before, after))
+        figure = month_figure(catalog.meters.get(change.metric), change)
+        if change.metric in lowest and figure >= lowest[change.metric]:
+            candidates.append((change, figure))
     if not candidates:
         return []
-    plans = plans_of(session, catalog, {c.user_id for c, _, _ in candidates}, now)
+    plans = plans_of(session, catalog, {c.user_id for c, _ in candidates}, now)
     return [
         crossing
-        for change, before, after in candidates
+        for change, figure in candidates
         for crossing in crossings(
-            change.user_id, plans[change.user_id], change.metric, change.month, before, after
+            change.user_id, plans[change.user_id], change.metric, change.month, figure
         )
     ]
 
@@ -102,7 +103,7 @@ def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) ->
     if not found:
         return 0
     insert = insert_for(session)
-    ordered = sorted(found, key=lambda c: (c.user_id, c.metric, c.month, c.level))
+    ordered = sorted(found, key=lambda c: (c.user_id, c.metric, c.month, c.limit, c.percent))
     rows = [
         {
             "user_id": c.user_id,
@@ -119,12 +120,18 @@ def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) ->
     inserted = session.execute(
         insert(UsageAlert)
         .values(rows)
-        .on_conflict_do_nothing(index_elements=["user_id", "metric", "month", "level"])
-        .returning(UsageAlert.user_id, UsageAlert.metric, UsageAlert.month, UsageAlert.level)
+        .on_conflict_do_nothing(index_elements=["user_id", "metric", "month", "level", "limit"])
+        .returning(
+            UsageAlert.user_id,
+            UsageAlert.metric,
+            UsageAlert.month,
+            UsageAlert.level,
+            UsageAlert.limit,
+        )
     ).all()
     new = {tuple(row) for row in inserted}
     for c in ordered:
-        if (c.user_id, c.metric, c.month, c.level) in new:
+        if (c.user_id, c.metric, c.month, c.level, c.limit) in new:
             notify_quota_alert(
                 session, c.user_id, c.metric, c.percent, c.month, usage=c.used, limit=c.limit
             )

@@ -107,3 +107,15 @@ class QuotaExceeded(MeterbillError):
             headers={"X-Billing-Alert": "hard_limit_reached", "Retry-After": str(retry_after)},
             body={"metric": metric, "used": used, "limit": limit, "retry_after": retry_after},
         )
+
+
+class UsageTotalOverflow(MeterbillError):
+    """A value, a batch's sum or a stored total would pass 2^63 - 1 (BIGINT), the largest
+    total either database keeps exactly; nothing was recorded."""
+
+    status = 422
+    code = "usage_total_overflow"
+    message_fr = (
+        "Total d'usage hors limites : il dépasserait 9223372036854775807 ; rien n'a été enregistré"
+    )
+    message_en = "Usage total out of range: it would pass 9223372036854775807; nothing was recorded"

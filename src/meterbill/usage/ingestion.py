@@ -12,12 +12,12 @@ from meterbill.config import Catalog
 from meterbill.db import Database
 from meterbill.usage.alerts import alerts_for, record_alerts
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch
-from meterbill.usage.recording import WRITE_GATE, UsageEvent, record_usage
+from meterbill.usage.recording import BIGINT_MAX, WRITE_GATE, UsageEvent, record_usage
 
 MAX_BATCH = 10_000
 MAX_AGE = timedelta(days=35)
 MAX_AHEAD = timedelta(minutes=5)
-_MAX_VALUE = 2**62  # far from BIGINT's edge, so a day's sum cannot overflow it
+_MAX_VALUE = BIGINT_MAX  # the largest value a total can hold
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,10 @@ class ConsumptionEvent(Base):
     """One usage event as received, kept for audit and for rebuilding totals."""
 
     __tablename__ = "consumption_log"
-    __table_args__ = (UniqueConstraint("event_id", name="uq_consumption_log_event_id"),)
+    # An event id is the sender's idempotency key within one user's events.
+    __table_args__ = (
+        UniqueConstraint("user_id", "event_id", name="uq_consumption_log_user_event"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255))
@@ -69,12 +72,15 @@ class UsageMonthly(Base):
 
 
 class UsageAlert(Base):
-    """A user crossed `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
-    limit in a month. The unique key makes each crossing recorded once, whoever races."""
+    """A user reached `level` (soft: the plan's alert ratio, hard: 100 %) of a metric's
+    `limit` in a month. The unique key makes each one recorded once, whoever races; a plan
+    change brings a new limit, so its thresholds alert again."""
 
     __tablename__ = "usage_alerts"
     __table_args__ = (
-        UniqueConstraint("user_id", "metric", "month", "level", name="uq_usage_alerts_crossing"),
+        UniqueConstraint(
+            "user_id", "metric", "month", "level", "limit", name="uq_usage_alerts_crossing"
+        ),
         Index(
             "ix_usage_alerts_pending",
             "id",

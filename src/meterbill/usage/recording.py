@@ -8,6 +8,10 @@ monthly totals as they now stand (alerts are decided from them). Rows are writte
 order (event id, then user/metric/period) so that concurrent batches take their locks in
 the same order and never deadlock. On SQLite, which has one writer at a time, the same work
 is a few `executemany` calls.
+
+An event id is unique per user: (user_id, event_id) is the idempotency key. Totals are
+exact integers up to BIGINT (2^63 - 1) on both databases: a batch that would take a daily
+or monthly total past it raises UsageTotalOverflow and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import psycopg.errors
 from sqlalchemy.orm import Session
 
+from meterbill.usage.errors import UsageTotalOverflow
+
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
+BIGINT_MAX = 2**63 - 1  # the largest value or total either database keeps exactly
 
 # Batches from one process are written one at a time: concurrent batches lock the same
 # rollup rows (every user's total for today), and past one writer per core they spend more
@@ -70,15 +78,19 @@ def record_usage(
 ) -> Recorded:
     """Store the events not seen before and add them to the daily and monthly totals, in the
     session's transaction. An id already stored, or repeated in the batch, counts once.
-    Unknown users are created, unless the caller says they all exist (`users_exist`)."""
-    unique: dict[str, UsageEvent] = {}
+    Unknown users are created, unless the caller says they all exist (`users_exist`).
+    Raises UsageTotalOverflow, having written nothing, when a total would pass BIGINT."""
+    unique: dict[tuple[str, str], UsageEvent] = {}
     for event in events:
-        unique.setdefault(event.id, event)
-    batch = sorted(unique.values(), key=lambda e: e.id)
+        unique.setdefault((event.user_id, event.id), event)
+    batch = [unique[key] for key in sorted(unique)]
     if not batch:
         return Recorded()
     if session.get_bind().dialect.name == "postgresql":
-        new, months = _record_postgresql(session, batch, now, users_exist)
+        try:
+            new, months = _record_postgresql(session, batch, now, users_exist)
+        except psycopg.errors.NumericValueOutOfRange:
+            raise UsageTotalOverflow() from None
     else:
         new, months = _record_sqlite(session, batch, now, users_exist)
     return Recorded(new=new, duplicates=len(events) - new, months=months)
@@ -111,8 +123,8 @@ _PG_RECORD = """
 WITH inserted AS (
     INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
     SELECT event_id, user_id, metric, value, ts, endpoint, %(now)s::timestamptz
-    FROM {source} ORDER BY event_id
-    ON CONFLICT (event_id) DO NOTHING
+    FROM {source} ORDER BY user_id, event_id
+    ON CONFLICT (user_id, event_id) DO NOTHING
     RETURNING user_id, metric, date, value
 ), days AS (
     INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
@@ -181,8 +193,8 @@ def _record_sqlite(
         "ON CONFLICT (id) DO NOTHING",
         [(user, stamp, stamp) for user in users],
     )
-    seen = set(_stored_ids(raw, [e.id for e in batch]))
-    fresh = [e for e in batch if e.id not in seen]
+    seen = set(_stored_ids(raw, [(e.user_id, e.id) for e in batch]))
+    fresh = [e for e in batch if (e.user_id, e.id) not in seen]
     raw.executemany(
         "INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, "
         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -211,6 +223,8 @@ def _record_sqlite(
             row[0] += e.value
             row[1] += 1
             row[2] = max(row[2], e.value)
+    if any(row[0] > BIGINT_MAX for row in months.values()):  # a day is part of its month
+        raise UsageTotalOverflow()
     for table, column, totals in (("usage_daily", "day", days), ("usage_monthly", "month", months)):
         raw.executemany(
             f"INSERT INTO {table} (user_id, metric, {column}, total, events, peak) "  # noqa: S608
@@ -223,6 +237,10 @@ def _record_sqlite(
         MonthChange(user, metric, month, total, events, peak, *months[(user, metric, month)])
         for user, metric, month, total, events, peak in _monthly_rows(raw, sorted(months))
     ]
+    # SQLite turns an integer sum that overflows into a float: such a total passed BIGINT.
+    # Its days are part of it, so they passed it only if it did.
+    if any(type(change.total) is not int for change in changes):
+        raise UsageTotalOverflow()
     return len(fresh), changes
 
 
@@ -237,10 +255,13 @@ def _monthly_rows(raw: Any, keys: list[tuple[str, str, str]]) -> Iterable[tuple[
         )
 
 
-def _stored_ids(raw: Any, ids: list[str]) -> Iterable[str]:
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT event_id FROM consumption_log WHERE event_id IN ({marks})"  # noqa: S608
-        for (event_id,) in raw.execute(sql, chunk):
-            yield event_id
+def _stored_ids(raw: Any, keys: list[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+    """The (user id, event id) pairs among `keys` already stored."""
+    for start in range(0, len(keys), 300):
+        chunk = keys[start : start + 300]
+        marks = ",".join(["(?, ?)"] * len(chunk))
+        sql = (
+            "SELECT user_id, event_id FROM consumption_log "  # noqa: S608
+            f"WHERE (user_id, event_id) IN (VALUES {marks})"
+        )
+        yield from raw.execute(sql, [value for key in chunk for value in key])

@@ -10,20 +10,23 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import (
-    CurrentUser,
     IngestClient,
-    ReadClient,
+    PresentedIngestKey,
+    PresentedReadKey,
     ServicesDep,
+    TokenUser,
     any_api_key,
+    register_user,
+    user_matches,
 )
 from meterbill.auth.models import ApiKey
 from meterbill.errors import InvalidMonth
 from meterbill.openapi import raises
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
-from meterbill.usage.quota import HARD_HEADER, SOFT_HEADER, check_quota, consume_now
+from meterbill.usage.quota import HARD_HEADER, SOFT_HEADER, check_now, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
-from meterbill.usage.service import Consumption, monthly_consumption
+from meterbill.usage.service import Consumption, read_consumption
 
 router = APIRouter(prefix="/api/v1/billing", tags=["usage"])
 
@@ -105,7 +108,7 @@ def alert_header(report: Consumption) -> str | None:
 @router.get("/consumption")
 @raises(InvalidMonth)
 def consumption_status(
-    user: CurrentUser, services: ServicesDep, response: Response, month: str | None = None
+    user: TokenUser, services: ServicesDep, response: Response, month: str | None = None
 ) -> dict[str, Any]:
     """This month's (or `month=YYYY-MM`'s) consumption against the effective plan's limits.
 
@@ -113,10 +116,11 @@ def consumption_status(
     `hard_limit_reached` at 100 % of any metric.
     """
     now = services.now()
-    with services.db.reading() as session:
-        report = monthly_consumption(
-            session, services.catalog, user.user_id, month or now.strftime("%Y-%m"), now
-        )
+    report, stored = read_consumption(
+        services.db, services.catalog, user.user_id, month or now.strftime("%Y-%m"), now
+    )
+    if not stored.exists or not user_matches(user, stored.email, stored.locale):
+        register_user(services, user)  # the token's first request, or new email/locale
     header = alert_header(report)
     if header:
         response.headers["X-Billing-Alert"] = header
@@ -176,14 +180,13 @@ def ping(key: Annotated[ApiKey, Depends(any_api_key)]) -> dict[str, Any]:
 def check_usage(
     user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
     metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
-    client: ReadClient,
+    api_key: PresentedReadKey,
     services: ServicesDep,
     response: Response,
 ) -> dict[str, Any]:
     """May `user_id` consume `metric` now? `{allowed, used, limit, remaining, alert}` for the
     current UTC month; nothing is recorded."""
-    with services.db.reading() as session:
-        quota = check_quota(session, services.catalog, user_id, metric, services.now())
+    quota = check_now(services.db, services.catalog, api_key, user_id, metric, services.now())
     if quota.alert:
         response.headers["X-Billing-Alert"] = quota.alert
     return quota.body()
@@ -192,7 +195,7 @@ def check_usage(
 @metering_router.post("/consume")
 @raises(UnknownMetric, InvalidUsageBatch, QuotaExceeded)
 def consume_usage(
-    body: ConsumeIn, client: IngestClient, services: ServicesDep, response: Response
+    body: ConsumeIn, api_key: PresentedIngestKey, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
     """Check the limit and record the event in one atomic step. When the plan blocks and
     the event would go past the limit: 429, `X-Billing-Alert: hard_limit_reached`, nothing
@@ -202,7 +205,7 @@ def consume_usage(
     item.setdefault("id", f"consume-{uuid.uuid4()}")
     item.setdefault("timestamp", now.isoformat())
     (event,) = parse_events([item], services.catalog, now)
-    consumed = consume_now(services.db, services.catalog, event, now)
+    consumed = consume_now(services.db, services.catalog, api_key, event, now)
     if consumed.quota.alert:
         response.headers["X-Billing-Alert"] = consumed.quota.alert
     # `allowed` answers for this consumption (recorded, or recorded before: `duplicate`);

@@ -17,7 +17,7 @@ class EventIn(BaseModel):
     id: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
     user_id: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
     metric: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
-    value: int = Field(1, ge=0, le=2**62)
+    value: int = Field(1, ge=0, le=2**63 - 1)
     timestamp: str | float
     endpoint: str | None = Field(None, max_length=512, pattern=NO_NUL)
 
@@ -28,7 +28,7 @@ class ConsumeIn(BaseModel):
     id: str | None = Field(None, min_length=1, max_length=255, pattern=NO_NUL)
     user_id: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
     metric: str = Field("api_calls", min_length=1, max_length=64, pattern=NO_NUL)
-    value: int = Field(1, ge=0, le=2**62)
+    value: int = Field(1, ge=0, le=2**63 - 1)
     timestamp: Any = None
     endpoint: str | None = Field(None, max_length=512, pattern=NO_NUL)
 

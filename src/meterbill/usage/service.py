@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meterbill.auth.models import User
 from meterbill.billing.models import Subscription
 from meterbill.billing.subscriptions import (
     LIVE_STATUSES,
@@ -18,8 +19,10 @@ from meterbill.billing.subscriptions import (
     effective_plan,
 )
 from meterbill.config import Catalog, Meter, Plan
+from meterbill.db import Database
 from meterbill.errors import InvalidMonth
 from meterbill.usage.models import UsageMonthly
+from meterbill.usage.quota_statement import read_month
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -116,6 +119,42 @@ def monthly_consumption(
     parse_month(month)
     plan = catalog.plan(effective_plan(current_subscription(session, user_id), now))
     totals = month_usage(session, catalog.meters, user_id, month)
+    return consumption_of(catalog, user_id, month, plan, totals)
+
+
+def consumption_of(
+    catalog: Catalog, user_id: str, month: str, plan: Plan, totals: Mapping[str, int]
+) -> Consumption:
     names = [*catalog.meters, *(m for m in plan.limits if m not in catalog.meters)]
     metrics = {name: metric_usage(plan, name, totals.get(name, 0)) for name in names}
     return Consumption(user_id, plan.name, month, metrics)
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    exists: bool
+    email: str | None
+    locale: str | None
+
+
+def read_consumption(
+    db: Database, catalog: Catalog, user_id: str, month: str, now: datetime
+) -> tuple[Consumption, StoredUser]:
+    """`monthly_consumption` in one session, with the stored user (so a token's user is
+    checked without a query of its own). On PostgreSQL: one statement, no transaction."""
+    parse_month(month)
+    if db.sqlite:
+        with db.reading() as session:
+            user = session.get(User, user_id)
+            stored = StoredUser(
+                user is not None, user.email if user else None, user.locale if user else None
+            )
+            return monthly_consumption(session, catalog, user_id, month, now), stored
+    with db.autocommit() as raw:
+        read = read_month(raw, catalog, user_id, month, now)
+    totals = {
+        metric: aggregate(catalog.meters.get(metric), *figures)
+        for metric, figures in read.totals.items()
+    }
+    report = consumption_of(catalog, user_id, month, read.plan, totals)
+    return report, StoredUser(read.user_exists, read.email, read.locale)

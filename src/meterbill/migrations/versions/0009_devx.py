@@ -3,7 +3,7 @@
 Keys made before scopes existed keep every scope, so they work exactly as before.
 
 Revision ID: 0009_devx
-Revises: 0002_usage
+Revises: 0008_misc
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_devx"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0008_misc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
