@@ -64,3 +64,27 @@ def test_docs_and_redoc_load_nothing_from_the_network(service: Service) -> None:
             served = service.client.get(asset)
             assert served.status_code == 200 and served.content, asset
     assert service.client.get("/docs/assets/../../etc/passwd").status_code == 404
+
+
+def test_every_amount_is_an_integer_of_cents(service: Service) -> None:
+    document = service.client.get("/openapi.json").json()
+    amounts: list[tuple[str, str, object]] = []
+
+    def walk(schema: object, where: str) -> None:
+        if isinstance(schema, dict):
+            for name, prop in (schema.get("properties") or {}).items():
+                if "amount" in name or name in ("price", "total_ttc", "total_ht"):
+                    types = {prop.get("type")} | {
+                        option.get("type") for option in prop.get("anyOf", [])
+                    }
+                    amounts.append((where, name, types))
+            for key, value in schema.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(schema, list):
+            for item in schema:
+                walk(item, where)
+
+    walk(document["components"]["schemas"], "schemas")
+    assert amounts, "no amount found: the walk is broken"
+    for where, name, types in amounts:
+        assert "number" not in types, (where, name, types)
