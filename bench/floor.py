@@ -6,7 +6,7 @@ in the same run.
     POST /consume {user_id, id, value}: one transaction — `UPDATE floor_quota SET used =
         used + v WHERE user_id = … AND used + v <= lim RETURNING used`, then the event's
         idempotent insert (`ON CONFLICT DO NOTHING`); 429 when the limit refuses it.
-    GET /read?user_id=…: one row read in one transaction.
+    GET /read?user_id=…: one row read, in autocommit (one round trip).
 
     FLOOR_DATABASE_URL=postgresql://… .venv/bin/python -m bench.floor --port 8800 --workers 2
 """
@@ -82,7 +82,8 @@ def consume(body: ConsumeIn, response: Response) -> dict[str, Any]:
 
 @app.get("/read")
 def read(user_id: str) -> dict[str, Any]:
-    with engine().begin() as conn:
+    # One round trip: a single read needs no transaction around it.
+    with engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         used = conn.exec_driver_sql(
             "SELECT used FROM floor_quota WHERE user_id = %(u)s", {"u": user_id}
         ).scalar()

@@ -1,16 +1,18 @@
 """Consumption read latency over HTTP as stored events grow (10k, 1M, 10M), beside the
-seed's raw `SUM` over `consumption_log` on the same data, in the same run.
+floor — a bare FastAPI endpoint (no auth) reading one row on the same stack (bench/floor.py)
+— measured in turns in the same run, and beside the seed's raw `SUM` over `consumption_log`.
 
 Events are loaded by the database itself (generate_series on PostgreSQL, a recursive CTE
 on SQLite) and folded into the daily and monthly totals with one INSERT ... SELECT per
 step, so 10M events load in minutes.
 
-    .venv/bin/python -m bench.read_latency --backend postgresql --sizes 10000,1000000,10000000
+    .venv/bin/python -m bench.read_latency --backend postgresql --sizes 10000,1000000
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -18,7 +20,8 @@ import httpx
 import jwt
 from sqlalchemy import text
 
-from bench.common import JWT_SECRET, api_key, banner, fresh_database, meterbill, percentile
+from bench.common import JWT_SECRET, api_key, banner, floor, fresh_database, meterbill, percentile
+from bench.floor import prepare
 from meterbill.db import Database
 
 USERS = 100
@@ -96,15 +99,43 @@ def load(db: Database, backend: str, low: int, high: int, start: datetime) -> fl
     return time.perf_counter() - began
 
 
-def http_latency(base: str, path: str, headers: dict[str, str], count: int) -> list[float]:
+def http_latency(client: httpx.Client, path: str, count: int) -> list[float]:
     samples = []
-    with httpx.Client(base_url=base, headers=headers) as client:
-        for _ in range(50):
-            client.get(path).raise_for_status()
-        for _ in range(count):
-            began = time.perf_counter()
-            client.get(path).raise_for_status()
-            samples.append((time.perf_counter() - began) * 1000)
+    for _ in range(count):
+        began = time.perf_counter()
+        client.get(path).raise_for_status()
+        samples.append((time.perf_counter() - began) * 1000)
+    return samples
+
+
+def side_by_side(
+    floor_base: str | None, base: str, token: str, key: str, requests: int, rounds: int
+) -> dict[str, list[float]]:
+    """The floor's one-row read, then consumption, then check, in turns (`rounds` times),
+    one sequential client each; the samples of each."""
+    clients = {
+        "consumption": (
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}),
+            "/api/v1/billing/consumption",
+        ),
+        "check": (
+            httpx.Client(base_url=base, headers={"X-API-Key": key}),
+            f"/api/v1/usage/check?user_id={TARGET}&metric=api_calls",
+        ),
+    }
+    if floor_base:  # first in each round
+        clients = {
+            "floor": (httpx.Client(base_url=floor_base), f"/read?user_id={TARGET}"),
+            **clients,
+        }
+    samples: dict[str, list[float]] = {name: [] for name in clients}
+    for client, path in clients.values():  # warm up
+        http_latency(client, path, 50)
+    for _ in range(rounds):
+        for name, (client, path) in clients.items():
+            samples[name] += http_latency(client, path, requests // rounds)
+    for client, _ in clients.values():
+        client.close()
     return samples
 
 
@@ -118,14 +149,21 @@ def seed_sum_latency(db: Database, start: datetime, count: int) -> tuple[list[fl
     return samples, total
 
 
+def figures(samples: list[float], floor_p99: float) -> str:
+    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    return f"{p50:6.2f} / {p99:6.2f} ({p99 / floor_p99:4.2f}x)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="postgresql")
     parser.add_argument("--sizes", default="10000,1000000,10000000")
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    banner("consumption read latency", args.backend)
+    banner("consumption read latency beside the floor's one-row read", args.backend)
+    print("command:", " ".join(["python", "-m", "bench.read_latency", *sys.argv[1:]]))
     url = fresh_database(args.backend, "meterbill_bench_read")
     key = api_key(url)
     db = Database(url)
@@ -133,32 +171,33 @@ def main() -> None:
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     token = jwt.encode({"sub": TARGET, "exp": int(time.time()) + 86_400}, JWT_SECRET, "HS256")
     stored = 0
-    print("events | load s | consumption p50/p99 ms | check p50/p99 ms | seed SUM p50/p99 ms")
+    if args.backend == "postgresql":
+        prepare(url, USERS, 10**12)
+    print(
+        "events | load s | floor p50/p99 ms | consumption p50/p99 ms (p99 / floor's) "
+        "| check p50/p99 ms (p99 / floor's) | seed SUM p50/p99 ms"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         seconds = load(db, args.backend, stored, size, start)
         stored = size
         with meterbill(url, workers=args.workers) as base:
-            consumption = http_latency(
-                base,
-                "/api/v1/billing/consumption",
-                {"Authorization": f"Bearer {token}"},
-                args.requests,
-            )
-            check = http_latency(
-                base,
-                f"/api/v1/usage/check?user_id={TARGET}&metric=api_calls",
-                {"X-API-Key": key},
-                args.requests,
-            )
+            if args.backend == "postgresql":
+                with floor(url, workers=args.workers) as floor_base:
+                    samples = side_by_side(floor_base, base, token, key, args.requests, args.rounds)
+            else:  # the floor app is PostgreSQL's: SQLite's figures have no floor beside them
+                samples = side_by_side(None, base, token, key, args.requests, args.rounds)
+                samples["floor"] = [float("nan")]
             body = httpx.get(
                 f"{base}/api/v1/billing/consumption", headers={"Authorization": f"Bearer {token}"}
             ).json()
         seed, seed_total = seed_sum_latency(db, start, 20 if size <= 1_000_000 else 5)
         assert body["consumption"]["total_api_calls"] == seed_total, (body, seed_total)
+        floor_p99 = percentile(samples["floor"], 0.99)
         print(
             f"{size:>10,} | {seconds:6.1f} | "
-            f"{percentile(consumption, 0.5):6.2f} / {percentile(consumption, 0.99):6.2f} | "
-            f"{percentile(check, 0.5):6.2f} / {percentile(check, 0.99):6.2f} | "
+            f"{percentile(samples['floor'], 0.5):6.2f} / {floor_p99:6.2f} | "
+            f"{figures(samples['consumption'], floor_p99)} | "
+            f"{figures(samples['check'], floor_p99)} | "
             f"{percentile(seed, 0.5):8.2f} / {percentile(seed, 0.99):8.2f}",
             flush=True,
         )

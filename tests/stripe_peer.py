@@ -15,6 +15,13 @@ Two halves live in this module:
   - subscriptions answered in today's shape (each item's ``price`` with
     ``unit_amount_decimal`` and its period, the plan's ``amount_decimal``), added to
     localstripe's 2017-shaped answers;
+  - Stripe's idempotency (``Idempotency-Key``: the first answer is saved and replayed, the
+    same key with other parameters is an ``idempotency_error``, a key whose request still
+    runs gets 409 ``idempotency_key_in_use``; localstripe ignores the header);
+  - ``POST /v1/subscriptions/{id}`` price changes (``items[][price]``, ``proration_behavior``
+    ``create_prorations|always_invoice|none``, ``payment_behavior`` with pending updates)
+    and ``/v1/subscription_schedules`` (create ``from_subscription``, retrieve, update
+    phases, release), which localstripe lacks or answers with a 500;
   - test controls under ``/_config/``: failure/latency injection (``/_config/fail``), request
     counters (``/_config/calls``) and webhook un-registration (``/_config/webhooks``), next to
     localstripe's own ``DELETE /_config/data`` and ``POST /_config/webhooks/{id}``.
@@ -484,7 +491,12 @@ def build_app() -> web.Application:
         control.calls[(request.method, path)] += 1
         rule = control.take_failure(request.method, path)
         if rule is not None:
-            if rule.delay > 0:
+            keyed = "Idempotency-Key" in request.headers and request.method in ("POST", "DELETE")
+            if rule.status < 400 and keyed:
+                # Slow, not failing: Stripe's processing time, spent while the request's
+                # idempotency key is in use (see idempotency_middleware).
+                request["processing_delay"] = rule.delay
+            elif rule.delay > 0:
                 await asyncio.sleep(rule.delay)
             if rule.status >= 400:
                 return _stripe_error(
@@ -931,6 +943,9 @@ def build_app() -> web.Application:
             )
         in_flight.add(scoped)
         try:
+            delay = request.get("processing_delay", 0.0)
+            if delay > 0:
+                await asyncio.sleep(delay)
             response = await handler(request)
         finally:
             in_flight.discard(scoped)

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -432,3 +433,162 @@ def test_launcher_runs_as_module_and_as_file(tmp_path: Path) -> None:
     project_root = PEER_FILE.parent.parent
     _start_and_probe([sys.executable, "-m", "tests.stripe_peer", "--port", "0"], project_root)
     _start_and_probe([sys.executable, str(PEER_FILE), "--port", "0"], tmp_path)
+
+
+# -- idempotency, subscription price changes, subscription schedules ---------------------
+
+
+def _monthly(client: stripe.StripeClient, amount: int) -> str:
+    price = client.v1.prices.create(
+        params={
+            "unit_amount": amount,
+            "currency": "eur",
+            "recurring": {"interval": "month"},
+            "product_data": {"name": f"plan {amount}"},
+        }
+    )
+    return str(price.id)
+
+
+def _subscribed(
+    client: stripe.StripeClient, price: str, card: str = "pm_card_visa"
+) -> dict[str, Any]:
+    customer = client.v1.customers.create()
+    pm = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, params={"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    sub = client.v1.subscriptions.create(
+        params={"customer": customer.id, "items": [{"plan": price}]}
+    )
+    if card != "pm_card_visa":
+        other = client.v1.payment_methods.attach(card, params={"customer": customer.id})
+        client.v1.customers.update(
+            customer.id, params={"invoice_settings": {"default_payment_method": other.id}}
+        )
+    return sub.to_dict()
+
+
+def test_an_idempotency_key_replays_the_first_answer(client: stripe.StripeClient) -> None:
+    first = client.v1.customers.create(
+        params={"email": "a@example.com"}, options={"idempotency_key": "k-1"}
+    )
+    again = client.v1.customers.create(
+        params={"email": "a@example.com"}, options={"idempotency_key": "k-1"}
+    )
+    assert again.id == first.id
+    assert again.last_response.headers.get("idempotent-replayed") == "true"
+    assert len(client.v1.customers.list().data) == 1
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create(
+            params={"email": "b@example.com"}, options={"idempotency_key": "k-1"}
+        )
+
+
+def test_a_key_in_use_by_a_running_request_is_409(peer: StripePeer) -> None:
+    peer.fail("/v1/customers", status=200, delay=1.0, count=1)  # Stripe takes 1 s
+    headers = {"Idempotency-Key": "k-busy"}
+    auth = ("sk_test_x", "")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(
+            httpx.post, f"{peer.url}/v1/customers", headers=headers, auth=auth, timeout=10
+        )
+        time.sleep(0.3)
+        busy = httpx.post(f"{peer.url}/v1/customers", headers=headers, auth=auth)
+        first = slow.result()
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "idempotency_key_in_use"
+    assert first.status_code == 200
+    later = httpx.post(f"{peer.url}/v1/customers", headers=headers, auth=auth)
+    assert later.status_code == 200 and later.json()["id"] == first.json()["id"]
+    assert later.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_price_change_prorates_and_invoices_now(client: stripe.StripeClient) -> None:
+    cheap, dear = _monthly(client, 1000), _monthly(client, 3000)
+    sub = _subscribed(client, cheap)
+    item = sub["items"]["data"][0]["id"]
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.update(
+            sub["id"], params={"items": [{"id": item, "price": dear}], "proration_behavior": "x"}
+        )
+    updated = client.v1.subscriptions.update(
+        sub["id"],
+        params={
+            "items": [{"id": item, "price": dear}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "pending_if_incomplete",
+        },
+    ).to_dict()
+    assert updated["items"]["data"][0]["id"] == item  # the item keeps its id
+    assert updated["items"]["data"][0]["price"]["id"] == dear
+    invoice = client.v1.invoices.retrieve(updated["latest_invoice"]).to_dict()
+    assert invoice["status"] == "paid" and 1990 <= invoice["total"] <= 2000
+    amounts = sorted(line["amount"] for line in invoice["lines"]["data"])
+    assert amounts[0] < 0 < amounts[1]  # unused time credited, remaining time charged
+
+
+def test_a_declined_price_change_stays_pending(client: stripe.StripeClient) -> None:
+    cheap, dear = _monthly(client, 1000), _monthly(client, 3000)
+    sub = _subscribed(client, cheap, card="pm_card_chargeCustomerFail")
+    item = sub["items"]["data"][0]["id"]
+    with pytest.raises(stripe.InvalidRequestError):  # not a pending-update parameter
+        client.v1.subscriptions.update(
+            sub["id"],
+            params={
+                "items": [{"id": item, "price": dear}],
+                "payment_behavior": "pending_if_incomplete",
+                "cancel_at_period_end": True,
+            },
+        )
+    updated = client.v1.subscriptions.update(
+        sub["id"],
+        params={
+            "items": [{"id": item, "price": dear}],
+            "proration_behavior": "always_invoice",
+            "payment_behavior": "pending_if_incomplete",
+        },
+    ).to_dict()
+    assert updated["status"] == "active"
+    assert updated["items"]["data"][0]["price"]["id"] == cheap
+    assert updated["pending_update"]["subscription_items"][0]["price"] == dear
+    assert client.v1.invoices.retrieve(updated["latest_invoice"]).status == "open"
+
+
+def test_a_schedule_from_a_subscription(client: stripe.StripeClient) -> None:
+    cheap, dear = _monthly(client, 1000), _monthly(client, 3000)
+    sub = _subscribed(client, dear)
+    schedule = client.v1.subscription_schedules.create(
+        params={"from_subscription": sub["id"]}
+    ).to_dict()
+    phase = schedule["phases"][0]
+    assert (phase["start_date"], phase["end_date"]) == (
+        sub["current_period_start"],
+        sub["current_period_end"],
+    )
+    assert client.v1.subscriptions.retrieve(sub["id"]).to_dict()["schedule"] == schedule["id"]
+    with pytest.raises(stripe.InvalidRequestError):  # one schedule per subscription
+        client.v1.subscription_schedules.create(params={"from_subscription": sub["id"]})
+    updated = client.v1.subscription_schedules.update(
+        schedule["id"],
+        params={
+            "end_behavior": "release",
+            "phases": [
+                {
+                    "items": [{"price": dear, "quantity": 1}],
+                    "start_date": phase["start_date"],
+                    "end_date": phase["end_date"],
+                },
+                {"items": [{"price": cheap, "quantity": 1}], "duration": {"interval": "month"}},
+            ],
+        },
+    ).to_dict()
+    assert [p["items"][0]["price"] for p in updated["phases"]] == [dear, cheap]
+    assert updated["phases"][1]["start_date"] == sub["current_period_end"]
+    with pytest.raises(stripe.InvalidRequestError):  # cancel through the schedule instead
+        client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
+    released = client.v1.subscription_schedules.release(schedule["id"]).to_dict()
+    assert released["status"] == "released" and released["released_subscription"] == sub["id"]
+    assert not client.v1.subscriptions.retrieve(sub["id"]).to_dict().get("schedule")
+    canceling = client.v1.subscriptions.update(sub["id"], params={"cancel_at_period_end": True})
+    assert canceling.cancel_at_period_end is True

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from meterbill import __version__
 from meterbill.config import Settings, meterbill_home
-from meterbill.db import Database
+from meterbill.db import Database, url_for_display
 from meterbill.invoicing.cli import invoices_app
 
 app = typer.Typer(
@@ -52,14 +52,9 @@ def _database(settings: Settings) -> Database:
 
 def where_data_lives(settings: Settings) -> str:
     """One line naming the data home, the database (password hidden) and the .env read."""
-    from sqlalchemy.engine import make_url
-
     from meterbill.config import env_files
 
-    try:
-        database = make_url(settings.database_url).render_as_string(hide_password=True)
-    except Exception:
-        database = "(unparsable METERBILL_DATABASE_URL)"
+    database = url_for_display(settings.database_url)
     found = [str(path.resolve()) for path in env_files() if path.is_file()]
     dotenv = ", ".join(found) if found else "none"
     return (
@@ -130,7 +125,10 @@ def serve(
     missing = missing_seller_fields(settings)
     if missing:
         typer.echo(f"warning: {seller_identity_warning(missing)}", err=True)
-    typer.echo(f"meterbill serving on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    typer.echo(
+        f"meterbill serving on http://{host}:{port} ({url_for_display(settings.database_url)}; "
+        f"docs: http://{host}:{port}/docs)"
+    )
     uvicorn.run(
         "meterbill.main:app",
         host=host,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -57,6 +60,14 @@ def is_sqlite(engine_or_url: Engine | str) -> bool:
     return url.startswith("sqlite")
 
 
+def url_for_display(url: str) -> str:
+    """The database URL with its password masked: what may be printed or logged."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with meterbill's connection rules applied.
 
@@ -77,11 +88,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    # No pre-ping: it is a round trip on every checkout. Connections are recycled before
-    # servers or middleboxes drop idle ones, and a connection found dead is discarded with
-    # every older one (SQLAlchemy's disconnect handling; `Database.autocommit` does the same).
+    # No pre-ping on every checkout (a round trip per request): the pool hands out the most
+    # recently used connection (LIFO), pings only one that sat idle (`_ping_idle`), and
+    # recycles connections before servers or middleboxes drop them.
     kwargs.setdefault("pool_recycle", 1800)
-    return create_engine(url, **kwargs)
+    kwargs.setdefault("pool_use_lifo", True)
+    engine = create_engine(url, **kwargs)
+    _ping_idle(engine)
+    return engine
+
+
+IDLE_PING_SECONDS = 2.0
+
+
+def _ping_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for a while (a database
+    restart or a dropped connection happens then); under load none is pinged. A dead one
+    is replaced before the request uses it (SQLAlchemy retries on DisconnectionError)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            raise DisconnectionError() from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

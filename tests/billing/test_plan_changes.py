@@ -8,6 +8,7 @@ what Stripe would hold.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -170,6 +171,7 @@ def test_downgrade_is_scheduled_for_the_end_of_the_period_and_can_be_taken_back(
         (stripe_service.settings.stripe_price_premium, sub["current_period_end"]),
     ]
     assert stripe_peer.calls(f"/v1/subscriptions/{sub['id']}", "POST") == 0  # price unchanged
+    assert status(stripe_service, "lower")["pending_plan"] == "premium"
     keep = stripe_service.client.post(
         PLAN, json={"plan": "pro"}, headers=stripe_service.auth("lower")
     )
@@ -181,6 +183,25 @@ def test_downgrade_is_scheduled_for_the_end_of_the_period_and_can_be_taken_back(
         PLAN, json={"plan": "pro"}, headers=stripe_service.auth("lower")
     )
     assert same.status_code == 400 and same.json()["code"] == "already_on_plan"
+
+
+def test_a_scheduled_downgrade_applies_when_stripe_says_so(
+    stripe_service: Service, stripe_peer: StripePeer, sdk: stripe.StripeClient
+) -> None:
+    sub = subscribe(stripe_service, sdk, "later", "pro")
+    headers = stripe_service.auth("later")
+    assert (
+        stripe_service.client.post(PLAN, json={"plan": "premium"}, headers=headers).status_code
+        == 200
+    )
+    # The period ends: Stripe moves the subscription to the schedule's next phase.
+    renewed = peer_get(stripe_peer, f"/v1/subscriptions/{sub['id']}")
+    premium = {"id": stripe_service.settings.stripe_price_premium}
+    renewed["items"]["data"][0].update(price=premium, plan=premium)
+    updated = se.event("customer.subscription.updated", renewed, created=int(time.time()) + 60)
+    assert stripe_service.post_event(updated).status_code == 200
+    after = status(stripe_service, "later")
+    assert after["plan"] == "premium" and after["pending_plan"] is None
 
 
 def test_cancel_at_period_end_then_undo(

@@ -74,7 +74,14 @@ def _differs_in_its_second(ctx: EventContext, snapshot: SubscriptionSnapshot) ->
 
 def _described(event_type: str, snapshot: SubscriptionSnapshot) -> tuple[object, ...]:
     status = "canceled" if event_type.endswith(".deleted") else snapshot.status
-    return (status, snapshot.price_id, snapshot.current_period_end, snapshot.ended_at)
+    return (
+        status,
+        snapshot.price_id,
+        snapshot.current_period_end,
+        snapshot.ended_at,
+        snapshot.cancel_at_period_end,
+        snapshot.schedule_id,
+    )
 
 
 def _keep_stripe_answer(ctx: EventContext, subscription: dict[str, object]) -> None:

@@ -161,8 +161,7 @@ def record_answer(
     the time of its answer; `pending` records the downgrade meterbill scheduled."""
     subscription = answer.object
     subscription_id = str(subscription["id"])
-    # Sorted before any webhook of the same second ("answer:" < "evt_"), and after the
-    # answers meterbill recorded earlier in that second (the nanoseconds).
+    # Not a Stripe event id ("evt_…"): this row is Stripe's answer to meterbill's request.
     event_id = f"answer:{time.time_ns():020d}:{subscription_id}"
     payload = {
         "id": event_id,
@@ -181,6 +180,9 @@ def record_answer(
                 payload=json.dumps(payload, separators=(",", ":"), default=str),
                 stripe_subscription_id=subscription_id,
                 stripe_created=answer.at,
+                # Stripe's answer, like a snapshot fetched for a same-second tie (the fold
+                # orders the snapshots of one second by when Stripe gave them).
+                snapshot_fetched_ms=time.time_ns() // 1_000_000,
                 outcome="applied",
                 received_at=now,
             )

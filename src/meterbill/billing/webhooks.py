@@ -133,12 +133,14 @@ def _record_and_apply(
         return _apply_record(session, record, event, reads, settings, catalog, now)
 
 
-def _kept_event(session: Session, event_id: str) -> BillingEvent | None:
+def _kept_event(
+    session: Session, event_id: str, *, skip_locked: bool = False
+) -> BillingEvent | None:
     """The event's row, locked, if it was kept unresolved (to be tried again)."""
     return session.scalars(
         select(BillingEvent)
         .where(BillingEvent.stripe_event_id == event_id, BillingEvent.outcome == "unresolved")
-        .with_for_update()
+        .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     ).one_or_none()
 
@@ -230,7 +232,8 @@ def apply_kept_events(
 
         def apply(reads: StripeReads, event_id: str = event_id) -> str:
             with db.transaction() as session:
-                kept = _kept_event(session, event_id)
+                # A row another transaction holds is being applied by it: skip it.
+                kept = _kept_event(session, event_id, skip_locked=True)
                 if kept is None:
                     return "duplicate"  # applied meanwhile
                 event = json.loads(kept.payload or "{}")

@@ -13,7 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from meterbill.config import Settings
-from meterbill.db import Database, utcnow
+from meterbill.db import Database, url_for_display, utcnow
 
 
 class JobStatus(StrEnum):
@@ -63,7 +63,8 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"meterbill worker {runner.id} on {settings.database_url}", err=True)
+    database = url_for_display(settings.database_url)
+    typer.echo(f"meterbill worker {runner.id} on {database}", err=True)
     runner.run_forever(stop)
     db.dispose()
 

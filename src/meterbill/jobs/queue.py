@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import String, and_, cast, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from meterbill.db import Database, insert_for, utcnow
@@ -99,62 +99,129 @@ def _due(now: datetime) -> Any:
     )
 
 
+def claim(
+    db: Database, worker_id: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedJob]:
+    """Take up to `limit` of the oldest due jobs (or those whose worker's lease ran out),
+    in one transaction; each gets its own claim token and the lease."""
+    if db.sqlite:  # an idle poll must not take SQLite's write lock
+        with db.reading() as session:
+            if session.scalar(select(Job.id).where(_due(now)).limit(1)) is None:
+                return []
+    with db.transaction() as session:
+        rows = session.execute(
+            select(
+                Job.id,
+                Job.kind,
+                Job.payload,
+                Job.dedupe_key,
+                Job.status,
+                Job.attempts,
+                Job.max_attempts,
+                Job.locked_by,
+            )
+            .where(_due(now))
+            .order_by(Job.run_at, Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        taken = []
+        for row in rows:
+            if row.status == "running" and row.attempts >= row.max_attempts:
+                # Its worker died during the last attempt allowed: park it for an operator.
+                session.execute(
+                    update(Job)
+                    .where(Job.id == row.id)
+                    .values(
+                        status="failed",
+                        finished_at=now,
+                        locked_until=None,
+                        last_error=f"worker {row.locked_by} stopped during the last attempt",
+                    )
+                )
+            else:
+                taken.append(row)
+        if taken:
+            # The rows are locked (or, on SQLite, the database is): `attempts` is as read.
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([row.id for row in taken]))
+                .values(
+                    attempts=Job.attempts + 1,
+                    status="running",
+                    locked_by=literal(f"{worker_id}#") + cast(Job.attempts + 1, String),
+                    locked_until=now + lease,
+                )
+            )
+    return [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            payload=json.loads(row.payload or "{}"),
+            dedupe_key=row.dedupe_key,
+            attempt=row.attempts + 1,
+            max_attempts=row.max_attempts,
+            token=f"{worker_id}#{row.attempts + 1}",
+        )
+        for row in taken
+    ]
+
+
 def claim_next(db: Database, worker_id: str, now: datetime, lease: timedelta) -> ClaimedJob | None:
     """Take the oldest job that is due (or whose worker's lease ran out), or None."""
-    with db.reading() as session:  # an idle poll must not take SQLite's write lock
-        if session.scalar(select(Job.id).where(_due(now)).limit(1)) is None:
-            return None
-    with db.transaction() as session:
-        while True:
-            job = session.scalars(
-                select(Job)
-                .where(_due(now))
-                .order_by(Job.run_at, Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if job is None:
-                return None
-            if job.status == "running" and job.attempts >= job.max_attempts:
-                # Its worker died during the last attempt allowed: park it for an operator.
-                job.status, job.finished_at = "failed", now
-                job.last_error = f"worker {job.locked_by} stopped during the last attempt"
-                job.locked_until = None
-                continue
-            job.attempts += 1
-            job.status = "running"
-            job.locked_by = f"{worker_id}#{job.attempts}"
-            job.locked_until = now + lease
-            return ClaimedJob(
-                id=job.id,
-                kind=job.kind,
-                payload=json.loads(job.payload or "{}"),
-                dedupe_key=job.dedupe_key,
-                attempt=job.attempts,
-                max_attempts=job.max_attempts,
-                token=job.locked_by,
-            )
+    claimed = claim(db, worker_id, now, lease, 1)
+    return claimed[0] if claimed else None
 
 
 def _held(job: ClaimedJob) -> Any:
     return and_(Job.id == job.id, Job.status == "running", Job.locked_by == job.token)
 
 
+def _held_in(session: Session, jobs: list[ClaimedJob], values: dict[str, Any]) -> set[int]:
+    """Update the jobs still held under their claim token; the ids that were."""
+    by_token: dict[str, list[int]] = {}
+    for job in jobs:
+        by_token.setdefault(job.token, []).append(job.id)
+    held: set[int] = set()
+    for token, ids in by_token.items():
+        result = session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == "running", Job.locked_by == token)
+            .values(**values)
+            .returning(Job.id)
+        )
+        held.update(result.scalars())
+    return held
+
+
+def extend_leases(db: Database, jobs: list[ClaimedJob], until: datetime) -> set[int]:
+    """Keep the jobs in hand; the ids still held (another worker took over the others)."""
+    if not jobs:
+        return set()
+    with db.transaction() as session:
+        return _held_in(session, jobs, {"locked_until": until})
+
+
 def extend_lease(db: Database, job: ClaimedJob, until: datetime) -> bool:
     """Keep the job while it runs; False when another worker has taken it over."""
+    return job.id in extend_leases(db, [job], until)
+
+
+def finish(db: Database, jobs: list[ClaimedJob], now: datetime) -> set[int]:
+    """Mark the jobs done in one transaction; the ids that were still held (a job whose
+    lease another worker took over keeps that worker's outcome)."""
+    if not jobs:
+        return set()
     with db.transaction() as session:
-        result = session.execute(update(Job).where(_held(job)).values(locked_until=until))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return _held_in(
+            session,
+            jobs,
+            {"status": "done", "finished_at": now, "locked_until": None, "last_error": None},
+        )
 
 
 def mark_done(db: Database, job: ClaimedJob, now: datetime) -> bool:
-    with db.transaction() as session:
-        result = session.execute(
-            update(Job)
-            .where(_held(job))
-            .values(status="done", finished_at=now, locked_until=None, last_error=None)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+    return job.id in finish(db, [job], now)
 
 
 def mark_failed(

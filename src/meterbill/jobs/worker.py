@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,26 +83,42 @@ def enqueue_due_schedules(db: Database, now: datetime, schedules: tuple[Schedule
 
 
 class _LeaseKeeper:
-    """Extends the running job's lease every third of it, in the background."""
+    """Extends the lease of every job in hand (claimed, not yet recorded as finished)
+    every third of it, in the background; forgets the jobs another worker took over."""
 
-    def __init__(
-        self, db: Database, job: ClaimedJob, lease: timedelta, clock: Callable[[], datetime]
-    ):
+    def __init__(self, db: Database, lease: timedelta, clock: Callable[[], datetime]) -> None:
+        self._db, self._lease, self._clock = db, lease, clock
+        self._lock = threading.Lock()
+        self._held: dict[int, ClaimedJob] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(db, job, lease, clock), daemon=True, name=f"lease-{job.id}"
-        )
+        self._thread = threading.Thread(target=self._run, daemon=True, name="job-leases")
 
-    def _run(
-        self, db: Database, job: ClaimedJob, lease: timedelta, clock: Callable[[], datetime]
-    ) -> None:
-        while not self._stop.wait(lease.total_seconds() / 3):
+    def hold(self, jobs: list[ClaimedJob]) -> None:
+        with self._lock:
+            self._held.update((job.id, job) for job in jobs)
+
+    def release(self, jobs: list[ClaimedJob]) -> None:
+        with self._lock:
+            for job in jobs:
+                self._held.pop(job.id, None)
+
+    def still_held(self, job: ClaimedJob) -> bool:
+        with self._lock:
+            return job.id in self._held
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._lease.total_seconds() / 3):
+            with self._lock:
+                jobs = list(self._held.values())
             try:
-                if not queue.extend_lease(db, job, clock() + lease):
-                    log.warning("lease lost", extra={"job_id": job.id})
-                    return
+                kept = queue.extend_leases(self._db, jobs, self._clock() + self._lease)
             except Exception:
-                log.exception("could not extend a job's lease", extra={"job_id": job.id})
+                log.exception("could not extend the leases of the jobs in hand")
+                continue
+            lost = [job for job in jobs if job.id not in kept]
+            for job in lost:
+                log.warning("lease lost", extra={"job_id": job.id})
+            self.release(lost)
 
     def __enter__(self) -> _LeaseKeeper:
         self._thread.start()
@@ -110,6 +127,14 @@ class _LeaseKeeper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# Claims are batched: a batch of no-op jobs costs one transaction to claim and one to
+# finish instead of two a job. Sized to last about BATCH_SECONDS.
+MAX_BATCH = 100
+FIRST_BATCH = 10
+BATCH_SECONDS = 0.2
+_FAILED = object()
 
 
 def _not_sent_from_a_demo_database(ctx: JobContext) -> str:
@@ -139,6 +164,7 @@ class Worker:
         self.lease = timedelta(seconds=settings.job_lease_seconds)
         self._periods: dict[str, int] = {}
         self.sandboxed = False
+        self._batch_size = FIRST_BATCH
 
     def _stay_inside_on_a_demo_database(self) -> None:
         """On a database `meterbill demo` made, send nothing out (checked until it is one:
@@ -168,22 +194,62 @@ class Worker:
         if due:
             enqueue_due_schedules(self.db, now, tuple(due))
 
-    def run_one(self) -> ClaimedJob | None:
-        """Claim and run one due job; None when nothing is due."""
+    def run_batch(self, limit: int | None = None) -> int:
+        """Claim a batch of due jobs, run them one after the other, record the successes
+        in one transaction; returns how many were claimed (0: nothing is due).
+
+        The batch is sized so that it takes about BATCH_SECONDS at the pace of the last
+        ones (short jobs come by the hundred, slow ones a few at a time, so that other
+        workers get their share); the jobs in hand keep their lease while they wait."""
         self._stay_inside_on_a_demo_database()
-        job = queue.claim_next(self.db, self.id, self.clock(), self.lease)
-        if job is None:
-            return None
+        size = max(1, min(self._batch_size, limit or MAX_BATCH))
+        jobs = queue.claim(self.db, self.id, self.clock(), self.lease, size)
+        if not jobs:
+            return 0
+        started = time.monotonic()
+        done: list[ClaimedJob] = []
+        results: dict[int, Any] = {}
+        with _LeaseKeeper(self.db, self.lease, self.clock) as keeper:
+            keeper.hold(jobs)
+            for job in jobs:
+                if not keeper.still_held(job):
+                    continue  # taken over while it waited: the other worker runs it
+                outcome = self._run(job)
+                if outcome is _FAILED:
+                    keeper.release([job])
+                else:
+                    done.append(job)
+                    results[job.id] = outcome
+            finished = queue.finish(self.db, done, self.clock())
+        self._pace(len(jobs), time.monotonic() - started)
+        for job in done:
+            if job.id not in finished:
+                log.warning("job finished after its lease was taken over", extra={"job_id": job.id})
+            elif log.isEnabledFor(logging.INFO):
+                log.info(
+                    "job done",
+                    extra={
+                        "job_id": job.id,
+                        "kind": job.kind,
+                        "attempt": job.attempt,
+                        "result": results[job.id],
+                    },
+                )
+        return len(jobs)
+
+    def _pace(self, count: int, seconds: float) -> None:
+        per_job = max(seconds / count, 1e-6)
+        self._batch_size = max(1, min(MAX_BATCH, int(BATCH_SECONDS / per_job)))
+
+    def _run(self, job: ClaimedJob) -> Any:
+        """Run one claimed job; its result, or _FAILED once the failure is recorded."""
         handler = self.handlers.get(job.kind)
         try:
             if handler is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind}")
-            with _LeaseKeeper(self.db, job, self.lease, self.clock):
-                result = handler(
-                    JobContext(
-                        self.db, self.settings, self.catalog, self.gateway, job, self.clock()
-                    )
-                )
+            return handler(
+                JobContext(self.db, self.settings, self.catalog, self.gateway, job, self.clock())
+            )
         except Exception as exc:
             permanent = isinstance(exc, PERMANENT_ERRORS)
             status = queue.mark_failed(
@@ -200,28 +266,16 @@ class Worker:
                     "error": f"{type(exc).__name__}: {exc}",
                 },
             )
-            return job
-        if not queue.mark_done(self.db, job, self.clock()):
-            log.warning("job finished after its lease was taken over", extra={"job_id": job.id})
-        else:
-            log.info(
-                "job done",
-                extra={
-                    "job_id": job.id,
-                    "kind": job.kind,
-                    "attempt": job.attempt,
-                    "result": result,
-                },
-            )
-        return job
+            return _FAILED
 
     def run_pending(self, max_jobs: int | None = None) -> int:
         """Run due jobs until none is left (or `max_jobs`); returns how many ran."""
         count = 0
         while max_jobs is None or count < max_jobs:
-            if self.run_one() is None:
+            ran = self.run_batch(None if max_jobs is None else max_jobs - count)
+            if not ran:
                 break
-            count += 1
+            count += ran
         return count
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -231,10 +285,10 @@ class Worker:
             try:
                 if self.schedules:
                     self.tick_schedules()
-                job = self.run_one()
+                ran = self.run_batch()
             except Exception:  # the database away for a moment: wait and try again
                 log.exception("worker loop error")
-                job = None
-            if job is None:
+                ran = 0
+            if not ran:
                 stop.wait(self.settings.worker_poll_seconds)
         log.info("worker stopped", extra={"worker": self.id})

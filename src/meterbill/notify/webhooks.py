@@ -65,6 +65,8 @@ def emit_webhook(
 def fan_out(db: Database, settings: Settings, event: dict[str, Any]) -> int:
     """One delivery job per configured URL; returns how many."""
     targets = settings.webhook_targets()
+    if not targets:
+        return 0
     with db.transaction() as session:
         for url in targets:
             enqueue(

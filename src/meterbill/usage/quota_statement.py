@@ -151,7 +151,8 @@ def decide_and_record(raw: Any, catalog: Catalog, event: UsageEvent, now: dateti
 
     Raises UsageTotalOverflow when the total would pass BIGINT. A concurrent consume with
     the same id that commits first makes the statement fail on the unique key; it is then
-    run again, and answers a duplicate."""
+    run again, and answers a duplicate. The statement locks the monthly row, then the
+    daily one, as ingestion's does."""
     aggregation = catalog.meters[event.metric].aggregation
     sql = _statement(aggregation, len(catalog.plans))
     params = _parameters(catalog, event, now)
@@ -161,7 +162,9 @@ def decide_and_record(raw: Any, catalog: Catalog, event: UsageEvent, now: dateti
             break
         except psycopg.errors.NumericValueOutOfRange:
             raise UsageTotalOverflow() from None
-        except psycopg.errors.UniqueViolation:
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            # The id was recorded by a concurrent consume (or batch) that committed first,
+            # or such a batch and this statement waited on each other: once more.
             if attempt == 2:
                 raise
     plan, duplicate, recorded, figure, soft_due, hard_due = row

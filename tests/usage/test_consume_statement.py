@@ -1,0 +1,100 @@
+"""The consume and read paths written as single statements (PostgreSQL) keep every rule:
+the plan in effect is the one `effective_plan` gives, one id counts once under
+concurrency, and connections dropped by the database are replaced before they are used."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from itertools import product
+
+from sqlalchemy import text
+
+from meterbill.billing.models import Subscription
+from meterbill.billing.subscriptions import current_subscription, effective_plan
+from meterbill.db import IDLE_PING_SECONDS
+from tests.usage.conftest import Metering
+
+STATUSES = (
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "paused",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+)
+
+
+def test_the_plan_in_effect_is_the_one_effective_plan_gives(metering: Metering) -> None:
+    now = datetime.now(UTC)
+    graces = (None, now + timedelta(days=1), now - timedelta(days=1))
+    # Each user: an older subscription and a newer one, every pair of statuses and graces.
+    cases = list(product(STATUSES, STATUSES, graces))
+    with metering.service.db.transaction() as session:
+        for n, (older, newer, grace) in enumerate(cases):
+            user = f"plan-{n}"
+            metering_user = {"id": user, "plan": "free", "created_at": now, "updated_at": now}
+            session.execute(
+                text(
+                    "INSERT INTO saas_users (id, plan, created_at, updated_at) "
+                    "VALUES (:id, :plan, :created_at, :updated_at)"
+                ),
+                metering_user,
+            )
+            for age, status, plan in ((2, older, "premium"), (1, newer, "pro")):
+                session.add(
+                    Subscription(
+                        user_id=user,
+                        plan=plan,
+                        status=status,
+                        stripe_subscription_id=f"sub_{n}_{age}",
+                        start_date=now - timedelta(days=age),
+                        grace_period_end=grace,
+                    )
+                )
+    wrong = []
+    with metering.service.db.reading() as session:
+        for n, case in enumerate(cases):
+            user = f"plan-{n}"
+            expected = effective_plan(current_subscription(session, user), now)
+            answered = metering.check(user).json()["plan"]
+            if answered != expected:
+                wrong.append((case, expected, answered))
+    assert wrong == []
+
+
+def test_concurrent_consumes_with_one_id_count_once(metering: Metering) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: metering.consume("yann", id="same-id"), range(16)))
+    assert [a.status_code for a in answers] == [200] * 16
+    assert sorted(a.json()["duplicate"] for a in answers) == [False] + [True] * 15
+    assert {a.json()["used"] for a in answers} == {1}
+    assert metering.daily_total("yann") == 1 and metering.stored_events() == 1
+
+
+def test_connections_the_database_dropped_are_replaced_before_use(
+    make_metering: Callable[..., Metering],
+) -> None:
+    metering = make_metering()
+    token = metering.service.auth("zoe")
+    assert metering.consume("zoe").status_code == 200
+    assert metering.check("zoe").status_code == 200
+    db = metering.service.db
+    if not db.sqlite:  # SQLite has no server to drop connections
+        with db.engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+    time.sleep(IDLE_PING_SECONDS + 0.5)
+    assert metering.consume("zoe").status_code == 200
+    assert metering.check("zoe").json()["used"] == 2
+    answer = metering.service.client.get("/api/v1/billing/consumption", headers=token)
+    assert answer.status_code == 200
+    assert answer.json()["consumption"]["total_api_calls"] == 2
