@@ -231,6 +231,14 @@ def start_dev(
             limit_free_api_calls=limit_api_calls,
             worker_poll_seconds=0.2,
             log_level="WARNING",
+            # A sample seller: French law numbers no invoice without one.
+            seller_name="Demo SaaS SAS",
+            seller_address="1 rue de la Paix;75002 Paris",
+            seller_email="billing@demo-saas.example",
+            seller_siren="812345678",
+            seller_vat_number="FR40812345678",
+            seller_legal_form="SAS au capital de 10 000 €",
+            seller_rcs="RCS Paris 812 345 678",
         )
         db = Database(settings.database_url)
         upgrade(db.engine)

@@ -84,8 +84,8 @@ def _run_burst(runner: Any, db: Database) -> int:
     count = 0
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("running jobs", total=max(int(due or 0), 1))
-        while runner.run_one() is not None:
-            count += 1
+        while ran := runner.run_batch():
+            count += ran
             progress.update(task, completed=count, total=max(count, int(due or 0)))
     return count
 
