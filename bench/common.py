@@ -97,7 +97,8 @@ def floor(url: str, workers: int = 2, port: int | None = None) -> Iterator[str]:
 
 @contextmanager
 def meterbill(url: str, workers: int = 2, port: int | None = None, **env: str) -> Iterator[str]:
-    """meterbill serving `url` with uvicorn in a subprocess; yields its base URL."""
+    """meterbill serving `url` with uvicorn in a subprocess (on a free port unless told);
+    yields its base URL."""
     port = port or free_port()
     command = [shutil.which("meterbill") or "meterbill", "serve", "--port", str(port)]
     command += ["--workers", str(workers)]
@@ -117,7 +118,11 @@ def meterbill(url: str, workers: int = 2, port: int | None = None, **env: str) -
         yield base
     finally:
         process.terminate()
-        process.wait(30)
+        try:
+            process.wait(60)  # background work (PDFs) may still be finishing
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -23,12 +23,13 @@ from meterbill.db import Database
 from meterbill.invoicing.models import Invoice
 from meterbill.migrate import upgrade
 from tests import stripe_events as se
+from tests.conftest import TEST_SELLER
 
 NOW = datetime(2030, 1, 15, tzinfo=UTC)
 
 
 def _deliver(url: str, events: list[dict[str, object]], start_at: float) -> None:
-    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url, **TEST_SELLER)  # type: ignore[call-arg]
     db = Database(url)
     catalog, gateway = settings.catalog(), StripeGateway(settings)
     time.sleep(max(0.0, start_at - time.time()))

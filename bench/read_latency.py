@@ -28,21 +28,25 @@ USERS = 100
 TARGET = "user-7"
 
 _PG_EVENTS = """
-INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
+INSERT INTO consumption_log
+    (event_id, user_id, metric, value, date, month, endpoint, received_at)
 SELECT 'load-' || lpad(i::text, 12, '0'), 'user-' || (i % :users),
        CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
        CASE WHEN i % 3 = 0 THEN i % 1000 ELSE 1 END,
-       :start + ((i * 7919) % :span) * interval '1 second', '/v1/things', now()
-FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i
+       ts, date_trunc('month', ts AT TIME ZONE 'UTC')::date, '/v1/things', now()
+FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint) - 1) AS i,
+     LATERAL (SELECT :start + ((i * 7919) % :span) * interval '1 second' AS ts) AS t
 """
 _SQLITE_EVENTS = """
 WITH RECURSIVE seq(i) AS (SELECT :low UNION ALL SELECT i + 1 FROM seq WHERE i < :high - 1)
-INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
+INSERT INTO consumption_log
+    (event_id, user_id, metric, value, date, month, endpoint, received_at)
 SELECT printf('load-%012d', i), 'user-' || (i % :users),
        CASE WHEN i % 3 = 0 THEN 'tokens' ELSE 'api_calls' END,
        CASE WHEN i % 3 = 0 THEN i % 1000 ELSE 1 END,
        strftime('%Y-%m-%d %H:%M:%S', :start_epoch + (i * 7919) % :span, 'unixepoch')
            || '.000000',
+       strftime('%Y-%m-01', :start_epoch + (i * 7919) % :span, 'unixepoch'),
        '/v1/things', strftime('%Y-%m-%d %H:%M:%S.000000', 'now')
 FROM seq
 """

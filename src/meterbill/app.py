@@ -166,6 +166,9 @@ def create_app(
     app.include_router(plans_router)
     app.include_router(usage_router)
     app.include_router(metering_router)
+    from meterbill.console.routes import install as install_console  # imports app's helpers
+
+    install_console(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

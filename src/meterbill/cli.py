@@ -14,6 +14,8 @@ import typer
 from sqlalchemy import select
 
 from meterbill import __version__
+from meterbill.accounting.cli import accounting_app
+from meterbill.admin.cli import admin_app
 from meterbill.config import Settings, meterbill_home
 from meterbill.db import Database, url_for_display
 from meterbill.invoicing.cli import invoices_app
@@ -24,10 +26,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(invoices_app, name="invoices")
+app.add_typer(accounting_app, name="accounting")
 apikey_app = typer.Typer(help="Server-to-server API keys.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 usage_app = typer.Typer(help="Usage metering.", no_args_is_help=True)
 app.add_typer(usage_app, name="usage")
+app.add_typer(admin_app, name="admin")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -308,6 +312,37 @@ def usage_rebuild(
         typer.echo(f"  ... and {len(report.drift) - 50} more")
     if report.drift:
         typer.echo("fixed" if report.fixed else "not fixed (--dry-run)")
+
+
+@usage_app.command("retention")
+def usage_retention(
+    keep_months: Annotated[
+        int,
+        typer.Option(
+            "--keep-months", min=0, help="Keep the raw events of this many months before this one."
+        ),
+    ],
+) -> None:
+    """Drop raw usage events older than N months (PostgreSQL: whole monthly partitions,
+    detached then dropped); daily and monthly totals, invoices and the audit trail stay."""
+    from meterbill.db import utcnow
+    from meterbill.usage.errors import RetentionTooShort
+    from meterbill.usage.partitions import apply_retention
+
+    settings = Settings()
+    db = _database(settings)
+    try:
+        result = apply_retention(db.engine, keep_months, utcnow())
+    except RetentionTooShort as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    dropped = ", ".join(result.partitions) or "none"
+    typer.echo(
+        f"raw events kept from {result.horizon.isoformat()}; partitions dropped: {dropped}; "
+        f"rows deleted: {result.deleted}"
+    )
 
 
 def _figures(figures: tuple[int, int, int] | None) -> str:

@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         alias="METERBILL_SELLER_LATE_PAYMENT_TERMS",
     )
     seller_legal_mentions: str = Field("", alias="METERBILL_SELLER_LEGAL_MENTIONS")
+    # Where the seller lives: issue dates, service periods and numbering months follow it.
+    seller_timezone: str = Field("Europe/Paris", alias="METERBILL_SELLER_TIMEZONE")
+    seller_country: str = Field("FR", alias="METERBILL_SELLER_COUNTRY")  # ISO 3166 alpha-2
+    # The accountant's export (FEC): chart of accounts and journals.
+    fec_account_customers: str = Field("411000", alias="METERBILL_FEC_ACCOUNT_CUSTOMERS")
+    fec_account_revenue: str = Field("706000", alias="METERBILL_FEC_ACCOUNT_REVENUE")
+    fec_account_vat: str = Field("445710", alias="METERBILL_FEC_ACCOUNT_VAT")
+    fec_account_bank: str = Field("512000", alias="METERBILL_FEC_ACCOUNT_BANK")
+    fec_journal_sales: str = Field("VE", alias="METERBILL_FEC_JOURNAL_SALES")
+    fec_journal_bank: str = Field("BQ", alias="METERBILL_FEC_JOURNAL_BANK")
 
     limit_free_api_calls: int | None = Field(None, alias="BILLING_LIMIT_FREE_API_CALLS")
     limit_free_tokens: int | None = Field(None, alias="BILLING_LIMIT_FREE_TOKENS")
@@ -127,6 +137,16 @@ class Settings(BaseSettings):
     reconcile_stale_days: int = Field(7, alias="METERBILL_RECONCILE_STALE_DAYS", ge=0)
     event_retention_days: int = Field(180, alias="METERBILL_EVENT_RETENTION_DAYS", ge=1)
     job_retention_days: int = Field(30, alias="METERBILL_JOB_RETENTION_DAYS", ge=1)
+
+    # Operator console (/admin) and end-user billing page (meterbill.console).
+    secret_key: str = Field("", alias="METERBILL_SECRET_KEY")  # signs billing-page links
+    public_url: str = Field("", alias="METERBILL_PUBLIC_URL")  # meterbill's own address
+    billing_link_minutes: int = Field(15, alias="METERBILL_BILLING_LINK_MINUTES", ge=1, le=10080)
+    admin_session_hours: float = Field(12.0, alias="METERBILL_ADMIN_SESSION_HOURS", gt=0)
+    admin_max_failures: int = Field(5, alias="METERBILL_ADMIN_MAX_FAILURES", ge=1)
+    admin_lockout_minutes: float = Field(15.0, alias="METERBILL_ADMIN_LOCKOUT_MINUTES", gt=0)
+    admin_proxy_header: str = Field("", alias="METERBILL_ADMIN_PROXY_HEADER")  # off when empty
+    admin_trusted_proxies: str = Field("127.0.0.1,::1", alias="METERBILL_ADMIN_TRUSTED_PROXIES")
 
     def webhook_targets(self) -> list[str]:
         """The SaaS backend URLs that receive meterbill's own webhooks."""

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url, text
+from sqlalchemy import DateTime, Engine, MetaData, Select, create_engine, event, make_url, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -201,3 +201,12 @@ def insert_for(session: Session) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def page_of(
+    session: Session, query: Select[Any], page: int, per_page: int
+) -> tuple[list[Any], bool]:
+    """One page of an ordered query's rows, and whether more rows follow it (one extra row
+    is read instead of counting them all)."""
+    rows = list(session.scalars(query.offset((page - 1) * per_page).limit(per_page + 1)))
+    return rows[:per_page], len(rows) > per_page

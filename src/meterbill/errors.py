@@ -144,6 +144,16 @@ class InvoiceNotFound(MeterbillError):
     message_en = "Invoice not found"
 
 
+class EinvoiceRejected(MeterbillError):
+    """The document breaks EN 16931 rules (one issued before its seller was complete):
+    no e-invoice is served for it; `meterbill invoices audit` names it."""
+
+    status = 409
+    code = "einvoice_rules_broken"
+    message_fr = "Ce document ne respecte pas la norme EN 16931"
+    message_en = "This document breaks the EN 16931 rules"
+
+
 class WebhookNotConfigured(MeterbillError):
     status = 503
     code = "webhook_not_configured"
@@ -280,3 +290,36 @@ class NotADemoDatabase(MeterbillError):
         "This database holds real users or invoices: the demo only loads into an empty "
         "database or one it made (METERBILL_DATABASE_URL)"
     )
+
+
+class AdminExists(MeterbillError):
+    status = 409
+    code = "admin_exists"
+    message_fr = "Un opérateur existe déjà avec cette adresse"
+    message_en = "An operator with this email already exists"
+
+
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+    message_fr = "Adresse ou mot de passe incorrect"
+    message_en = "Wrong email or password"
+
+
+class AccountLocked(MeterbillError):
+    status = 429
+    code = "account_locked"
+    message_fr = "Trop d'essais : compte verrouillé pour un moment"
+    message_en = "Too many attempts: the account is locked for a while"
+
+    def __init__(self, until: Any) -> None:
+        super().__init__(until=until)
+        self.until = until
+
+
+class InvalidBillingLink(MeterbillError):
+    """A billing-page link that is malformed, tampered with, or past its expiry."""
+
+    status = 403
+    code = "invalid_billing_link"
+    message_fr = "Ce lien a expiré ou n'est pas valide"
+    message_en = "This link has expired or is not valid"

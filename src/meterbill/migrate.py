@@ -1,12 +1,16 @@
-"""Alembic, driven from code: `meterbill migrate` and every `serve` start apply migrations."""
+"""Alembic, driven from code: `meterbill migrate` and every `serve` start apply migrations
+(and, on PostgreSQL, create the raw log's partitions for the coming months)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
+
+from meterbill.usage.partitions import create_partitions_ahead
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: the PostgreSQL advisory lock that lets one process migrate at a time.
@@ -30,6 +34,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
                 conn.commit()
+                if revision == "head":
+                    create_partitions_ahead(engine, datetime.now(UTC))
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()

@@ -51,6 +51,7 @@ def test_paid_invoices_wait_unnumbered_then_are_issued_when_the_seller_is_comple
         "seller_identity": "incomplete",
         "missing_settings": ["METERBILL_SELLER_SIREN", "METERBILL_SELLER_VAT_NUMBER"],
         "pending_documents": 1,
+        "last_audit": None,
     }
     assert "METERBILL_SELLER_SIREN" in ready["warnings"][0]
     incomplete.stop()

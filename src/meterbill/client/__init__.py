@@ -7,6 +7,7 @@ Depends only on httpx; importing it does not import the meterbill server.
 
 from meterbill.client.api import (
     AsyncMeterbillClient,
+    BillingPageLink,
     Ingested,
     MeterbillClient,
     MeterbillClientError,
@@ -22,6 +23,7 @@ from meterbill.client.wsgi import MeterbillWSGI
 
 __all__ = [
     "AsyncMeterbillClient",
+    "BillingPageLink",
     "EventBuffer",
     "Ingested",
     "MeterbillASGI",

@@ -139,6 +139,28 @@ def _consume_call(user_id: str, metric: str, value: int, event_id: str | None) -
 _PING = _Call("GET", "/api/v1/usage/ping", {})
 
 
+@dataclass(frozen=True)
+class BillingPageLink:
+    """A signed link to a user's billing page, valid until `expires_at`."""
+
+    url: str
+    expires_at: datetime
+
+
+def _page_link_call(user_id: str, locale: str | None, expires_in_minutes: int | None) -> _Call:
+    body: dict[str, Any] = {"user_id": user_id}
+    if locale:
+        body["locale"] = locale
+    if expires_in_minutes:
+        body["expires_in_minutes"] = expires_in_minutes
+    return _Call("POST", "/api/v1/billing/page-links", {"json": body})
+
+
+def _page_link(body: Mapping[str, Any]) -> BillingPageLink:
+    expires = datetime.fromisoformat(str(body["expires_at"]).replace("Z", "+00:00"))
+    return BillingPageLink(str(body["url"]), expires.astimezone(UTC))
+
+
 def _ingested(body: Mapping[str, Any]) -> Ingested:
     return Ingested(body["received"], body["new"], body["duplicates"])
 
@@ -214,6 +236,12 @@ class MeterbillClient:
         """Check and record at once; `allowed` is False (nothing recorded) at a hard limit."""
         return _consumed(self._call(_consume_call(user_id, metric, value, id)))
 
+    def billing_page_link(
+        self, user_id: str, *, locale: str | None = None, expires_in_minutes: int | None = None
+    ) -> BillingPageLink:
+        """A signed link to the user's billing page (send the user there, or embed it)."""
+        return _page_link(self._call(_page_link_call(user_id, locale, expires_in_minutes)))
+
     def close(self) -> None:
         self._http.close()
 
@@ -275,6 +303,13 @@ class AsyncMeterbillClient:
         self, user_id: str, metric: str = "api_calls", value: int = 1, *, id: str | None = None
     ) -> QuotaStatus:
         return _consumed(await self._call(_consume_call(user_id, metric, value, id)))
+
+    async def billing_page_link(
+        self, user_id: str, *, locale: str | None = None, expires_in_minutes: int | None = None
+    ) -> BillingPageLink:
+        """A signed link to the user's billing page (send the user there, or embed it)."""
+        call = _page_link_call(user_id, locale, expires_in_minutes)
+        return _page_link(await self._call(call))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -100,6 +100,7 @@ def issue_credit_note(
         seller=seller_snapshot(settings),
         buyer=buyer,
         now=now,
+        zone=settings.seller_timezone,
         status="refunded",
         stripe_refund_id=refund_key,
         credited_invoice_id=invoice.id,

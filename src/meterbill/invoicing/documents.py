@@ -3,11 +3,14 @@ number sequences behind ``FACT-YYYYMM-XXXX`` and ``AVOIR-YYYYMM-XXXX``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from meterbill.db import insert_for
@@ -15,18 +18,22 @@ from meterbill.invoicing.amounts import LineDraft, totals_of
 from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine
 from meterbill.invoicing.parties import Buyer
 
+DEFAULT_ZONE = "Europe/Paris"
 INVOICE_SERIES = "FACT"
 CREDIT_NOTE_SERIES = "AVOIR"
 
 
-def issue_document_number(session: Session, series: str, when: datetime) -> str:
-    """The next number of `series` for the month of `when`: ``FACT-YYYYMM-0001`` onwards.
+def issue_document_number(
+    session: Session, series: str, when: datetime, zone: str = DEFAULT_ZONE
+) -> str:
+    """The next number of `series` for the month of `when` where the seller lives
+    (`zone`): ``FACT-YYYYMM-0001`` onwards.
 
     The counter row is incremented in the caller's transaction and stays locked until it
     ends, so concurrent issuers queue, and a rollback gives the number back: no gap, no
     duplicate. Past 9999 the counter simply gets wider.
     """
-    period = when.strftime("%Y%m")
+    period = when.astimezone(ZoneInfo(zone)).strftime("%Y%m")
     insert = insert_for(session)
     statement = (
         insert(DocumentSequence)
@@ -46,6 +53,25 @@ def pdf_relative_path(number: str, when: datetime) -> str:
     return f"{when:%Y}/{when:%m}/{number}.pdf"
 
 
+def lock_series(session: Session, series: str) -> None:
+    """Hold the series until the transaction ends: on PostgreSQL an advisory lock; on
+    SQLite the transaction already holds the database's only write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"meterbill:{series}".encode()).digest()[:8], "big")
+        session.execute(select(func.pg_advisory_xact_lock(key - (1 << 63))))
+
+
+def issue_time(session: Session, series: str, kind: str, now: datetime) -> datetime:
+    """The issue time of the next document of `series`, taken under the series' lock:
+    never earlier than the document numbered before it, so a later number never carries
+    an earlier date (a request that began earlier may take its number later)."""
+    lock_series(session, series)
+    latest = session.scalar(
+        select(Invoice.issued_at).where(Invoice.kind == kind).order_by(Invoice.id.desc()).limit(1)
+    )
+    return max(now, latest) if latest is not None else now
+
+
 def write_document(
     session: Session,
     *,
@@ -57,23 +83,27 @@ def write_document(
     seller: dict[str, Any],
     buyer: Buyer,
     now: datetime,
+    zone: str = DEFAULT_ZONE,
     **fields: Any,
 ) -> Invoice:
     """Take the next number and write the document with its lines, in the caller's
-    transaction. Everything slow (Stripe calls) must be done before: the number's counter
-    row stays locked until the transaction ends."""
-    number = issue_document_number(session, series, now)
+    transaction. Everything slow (Stripe calls) must be done before: the series and the
+    number's counter row stay locked until the transaction ends. The issue date and the
+    numbering month are those of the seller's time zone (`zone`)."""
+    now = issue_time(session, series, kind, now)
+    number = issue_document_number(session, series, now, zone)
+    local = now.astimezone(ZoneInfo(zone))
     totals = totals_of(lines)
     document = Invoice(
         invoice_number=number,
         kind=kind,
         user_id=user_id,
-        period=now.strftime("%Y-%m"),
+        period=local.strftime("%Y-%m"),
         amount=totals.ttc,
         amount_ht=totals.ht,
         amount_tva=totals.tva,
         currency=currency,
-        pdf_path=pdf_relative_path(number, now),
+        pdf_path=pdf_relative_path(number, local),
         issued_at=now,
         seller=json.dumps(seller, ensure_ascii=False, sort_keys=True),
         buyer_name=buyer.name,

@@ -22,6 +22,10 @@ from sqlalchemy import select
 
 from meterbill.config import Settings
 from meterbill.db import Database
+from meterbill.invoicing.einvoice.cii import build_cii
+from meterbill.invoicing.einvoice.document import EDocument, build_edocument, local_date
+from meterbill.invoicing.einvoice.facturx import embed_facturx
+from meterbill.invoicing.einvoice.rules import check_business_rules
 from meterbill.invoicing.ledger import find_document, lines_of, seller_of
 from meterbill.invoicing.models import Invoice, InvoiceLine
 from meterbill.invoicing.parties import vat_mentions
@@ -56,18 +60,24 @@ def format_rate(basis_points: int) -> str:
     return f"{value.normalize():f}".replace(".", ",") + " %"
 
 
-def _date(value: datetime | None) -> str:
-    return value.strftime("%d/%m/%Y") if value else ""
+def _date(value: datetime | None, zone: str = "Europe/Paris") -> str:
+    """The day as the seller lives it (a payment at 23:30 UTC on 30 November is dated
+    1 December in Paris)."""
+    day = local_date(value, zone)
+    return day.strftime("%d/%m/%Y") if day else ""
 
 
-def _period(start: datetime | None, end: datetime | None) -> str:
+def _period(start: datetime | None, end: datetime | None, zone: str = "Europe/Paris") -> str:
     if start and end:
-        return f"du {_date(start)} au {_date(end)}"
-    return _date(start or end)
+        return f"du {_date(start, zone)} au {_date(end, zone)}"
+    return _date(start or end, zone)
 
 
 def render_document_html(
-    document: Invoice, lines: list[InvoiceLine], credited: Invoice | None = None
+    document: Invoice,
+    lines: list[InvoiceLine],
+    credited: Invoice | None = None,
+    zone: str = "Europe/Paris",
 ) -> str:
     currency = document.currency
     vat: dict[int, list[int]] = defaultdict(lambda: [0, 0])
@@ -84,15 +94,15 @@ def render_document_html(
             document.buyer_vat_number,
         ),
         "buyer_address": (document.buyer_address or "").splitlines(),
-        "issued": _date(document.issued_at),
-        "paid": _date(document.paid_at or document.issued_at),
-        "service_period": _period(document.service_start, document.service_end),
+        "issued": _date(document.issued_at, zone),
+        "paid": _date(document.paid_at or document.issued_at, zone),
+        "service_period": _period(document.service_start, document.service_end, zone),
         "credited_number": credited.invoice_number if credited else None,
-        "credited_issued": _date(credited.issued_at) if credited else None,
+        "credited_issued": _date(credited.issued_at, zone) if credited else None,
         "lines": [
             {
                 "description": line.description,
-                "period": _period(line.period_start, line.period_end),
+                "period": _period(line.period_start, line.period_end, zone),
                 "quantity": f"{line.quantity:,}".replace(",", " "),
                 "unit": format_unit_price(line.unit_price_ht, currency),
                 "rate": format_rate(line.vat_rate_bp),
@@ -118,19 +128,54 @@ def render_document_html(
 
 
 def render_document_pdf(
-    document: Invoice, lines: list[InvoiceLine], credited: Invoice | None = None
+    document: Invoice,
+    lines: list[InvoiceLine],
+    credited: Invoice | None = None,
+    zone: str = "Europe/Paris",
 ) -> bytes:
+    """The printed document as a PDF/A-3b (what Factur-X embeds its XML into)."""
     from weasyprint import HTML  # heavy import, only where PDFs are made
 
-    html = render_document_html(document, lines, credited)
-    return HTML(string=html).write_pdf()  # type: ignore[no-any-return]
+    html = render_document_html(document, lines, credited, zone)
+    return HTML(string=html).write_pdf(pdf_variant="pdf/a-3b")  # type: ignore[no-any-return]
+
+
+def render_facturx(
+    settings: Settings, document: Invoice, lines: list[InvoiceLine], credited: Invoice | None
+) -> tuple[bytes, bytes]:
+    """The Factur-X PDF and its CII XML. A document that breaks the EN 16931 business
+    rules (one issued before the seller's identity was required) keeps a plain PDF/A,
+    and the audit names it."""
+    edocument = _edocument(settings, document, lines, credited)
+    xml = build_cii(edocument)
+    pdf = render_document_pdf(document, lines, credited, settings.seller_timezone)
+    violations = check_business_rules(edocument)
+    if violations:
+        log.error(
+            "document breaks EN 16931 rules: PDF without its e-invoice",
+            extra={"number": document.invoice_number, "rules": [str(v) for v in violations]},
+        )
+        return pdf, xml
+    return embed_facturx(pdf, xml, edocument), xml
+
+
+def _edocument(
+    settings: Settings, document: Invoice, lines: list[InvoiceLine], credited: Invoice | None
+) -> EDocument:
+    return build_edocument(
+        document,
+        lines,
+        credited,
+        zone=settings.seller_timezone,
+        seller_country=settings.seller_country,
+    )
 
 
 def _write_once(target: Path, content: bytes) -> None:
     """Write the file whole, once: readers never see half a file, and when two renderers
     race the first file stays (a reader streaming it never sees it replaced)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".pdf.tmp")
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(content)
@@ -141,17 +186,23 @@ def _write_once(target: Path, content: bytes) -> None:
         Path(temporary).unlink(missing_ok=True)
 
 
+def xml_file(settings: Settings, document: Invoice) -> Path:
+    """The CII XML kept beside the PDF (the same document, for the audit's hashes)."""
+    return pdf_file(settings, document).with_suffix(".xml")
+
+
 def pdf_file(settings: Settings, document: Invoice) -> Path:
     relative = document.pdf_path or f"{document.invoice_number}.pdf"
     return Path(settings.invoice_dir) / relative
 
 
 def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | None = None) -> Path:
-    """The document's PDF file, rendered now if it is missing. Raises InvoiceNotFound."""
+    """The document's PDF file (and its XML beside it), rendered now if missing. Raises
+    InvoiceNotFound."""
     with db.reading() as session:
         document = find_document(session, number, user_id)
-        target = pdf_file(settings, document)
-        if target.is_file():
+        target, xml_target = pdf_file(settings, document), xml_file(settings, document)
+        if target.is_file() and xml_target.is_file():
             return target
         lines = lines_of(session, document)
         credited = (
@@ -159,7 +210,12 @@ def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | Non
             if document.credited_invoice_id
             else None
         )
-    _write_once(target, render_document_pdf(document, lines, credited))
+    if target.is_file():  # rendered before e-invoices: its XML alone is missing
+        _write_once(xml_target, build_cii(_edocument(settings, document, lines, credited)))
+        return target
+    pdf, xml = render_facturx(settings, document, lines, credited)
+    _write_once(xml_target, xml)
+    _write_once(target, pdf)
     log.info("invoice pdf rendered", extra={"number": number, "path": str(target)})
     return target
 
@@ -191,6 +247,7 @@ def render_missing_pdfs(db: Database, settings: Settings, newest: int = 50) -> i
             while state.pending.is_set():
                 state.pending.clear()
                 rendered += _render_pass(db, settings, newest)
+                _seal_pass(db, settings)
         finally:
             state.lock.release()
     return rendered
@@ -208,3 +265,12 @@ def _render_pass(db: Database, settings: Settings, newest: int) -> int:
             except Exception:  # a later download renders it again
                 log.exception("invoice pdf not rendered", extra={"number": document.invoice_number})
     return rendered
+
+
+def _seal_pass(db: Database, settings: Settings) -> None:
+    from meterbill.invoicing.seals import seal_documents  # seals render through this module
+
+    try:
+        seal_documents(db, settings)
+    except Exception:  # the next pass, the worker or `invoices audit` seals them
+        log.exception("documents not sealed")

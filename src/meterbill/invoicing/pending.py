@@ -41,13 +41,16 @@ def pending_count(session: Session) -> int:
 
 
 def invoicing_readiness(session: Session, settings: Settings) -> dict[str, Any]:
-    """What `/readyz` says about invoicing: the seller settings still missing, and how
-    many paid documents wait for them."""
+    """What `/readyz` says about invoicing: the seller settings still missing, how many
+    paid documents wait for them, and the last `meterbill invoices audit`."""
+    from meterbill.invoicing.audit import last_audit
+
     missing = missing_seller_fields(settings)
     return {
         "seller_identity": "incomplete" if missing else "complete",
         "missing_settings": missing,
         "pending_documents": pending_count(session),
+        "last_audit": last_audit(session),
     }
 
 

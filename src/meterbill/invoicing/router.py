@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
 from meterbill.errors import InvoiceNotFound
 from meterbill.invoicing import ledger
+from meterbill.invoicing.einvoice import PROFILE
+from meterbill.invoicing.einvoice.service import XmlFormat, document_xml
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.parties import vat_mentions
 from meterbill.invoicing.pdf import ensure_pdf
@@ -40,6 +43,8 @@ def _summary(session: Session, document: Invoice) -> dict[str, object]:
         "amount_ttc": document.amount,
         "credited_invoice": ledger.number_of(session, document.credited_invoice_id),
         "pdf_url": f"{router.prefix}/{document.invoice_number}/pdf",
+        "einvoice_profile": PROFILE,
+        "xml_url": f"{router.prefix}/{document.invoice_number}/xml?format=cii",
     }
 
 
@@ -72,6 +77,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
         balance = None
         lines = ledger.lines_of(session, document)
         seller = ledger.seller_of(document)
+        identity = json.loads(document.buyer_identity or "{}")
         if document.kind == "invoice":
             figures = ledger.invoice_balance(session, document)
             balance = BalanceOut.model_validate(figures, from_attributes=True)
@@ -89,6 +95,9 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
                     email=document.buyer_email,
                     address=(document.buyer_address or "").splitlines(),
                     vat_number=document.buyer_vat_number,
+                    siren=identity.get("siren"),
+                    country=identity.get("country"),
+                    business=bool(identity.get("business") or document.buyer_vat_number),
                 ),
                 "lines": [LineOut.model_validate(line, from_attributes=True) for line in lines],
                 "credit_notes": ledger.credit_note_numbers(session, document),
@@ -111,6 +120,29 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
 def get_invoice_pdf(
     number: InvoiceNumber, user: CurrentUser, services: ServicesDep
 ) -> FileResponse:
-    """The document as a PDF (rendered now if it was never rendered or has gone missing)."""
+    """The document as its Factur-X PDF (PDF/A-3 with the CII XML embedded; rendered now
+    if it was never rendered or has gone missing)."""
     path = ensure_pdf(services.db, services.settings, number, user.user_id)
     return FileResponse(path, media_type="application/pdf", filename=f"{number}.pdf")
+
+
+@router.get(
+    "/{number}/xml",
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}},
+)
+def get_invoice_xml(
+    number: InvoiceNumber,
+    user: CurrentUser,
+    services: ServicesDep,
+    format: Annotated[XmlFormat, Query(description="cii (Factur-X's XML) or ubl")] = "cii",
+) -> Response:
+    """The document as EN 16931 XML: UN/CEFACT CII (the XML its Factur-X PDF embeds) or
+    OASIS UBL 2.1."""
+    xml = document_xml(services.db, services.settings, number, user.user_id, format)
+    filename = f"{number}.{'cii' if format == 'cii' else 'ubl'}.xml"
+    return Response(
+        xml,
+        media_type="application/xml",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -17,7 +17,9 @@ class InvoiceSummary(BaseModel):
     amount_tva: int
     amount_ttc: int
     credited_invoice: str | None = None
-    pdf_url: str
+    pdf_url: str  # the Factur-X PDF
+    einvoice_profile: str = "factur-x:en16931"  # the e-invoice the PDF carries
+    xml_url: str | None = None  # the same as CII (?format=cii) or UBL (?format=ubl)
 
 
 class InvoicePage(BaseModel):
@@ -59,6 +61,9 @@ class BuyerOut(BaseModel):
     email: str | None = None
     address: list[str] = []
     vat_number: str | None = None
+    siren: str | None = None
+    country: str | None = None
+    business: bool = False  # a company identity (SIREN or VAT number): a B2B sale
 
 
 class BalanceOut(BaseModel):

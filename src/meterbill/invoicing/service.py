@@ -182,6 +182,7 @@ def issue_paid_invoice(
         seller=seller_snapshot(settings),
         buyer=buyer,
         now=now,
+        zone=settings.seller_timezone,
         status="paid",
         stripe_invoice_id=str(stripe_invoice.get("id") or ""),
         paid_at=_stamp(transitions.get("paid_at")) or now,

@@ -14,6 +14,7 @@ from meterbill.billing.retention import prune_billing_events
 from meterbill.billing.webhooks import apply_kept_events
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.pending import issue_pending_documents
+from meterbill.invoicing.seals import seal_documents
 from meterbill.jobs.queue import prune_jobs
 from meterbill.jobs.worker import Handler, JobContext
 from meterbill.notify.service import EMAIL_JOB, notify_invoice_issued, send_email_job
@@ -60,15 +61,16 @@ def prune(ctx: JobContext) -> dict[str, int]:
     return {"billing_events": events, "jobs": jobs}
 
 
-def issue_waiting_documents(ctx: JobContext) -> int:
-    """Invoices and credit notes that waited for the seller's identity, issued now."""
+def issue_waiting_documents(ctx: JobContext) -> dict[str, int]:
+    """Invoices and credit notes that waited for the seller's identity, issued now; and
+    every document not sealed yet (files rendered and hashed into its series' chain)."""
 
     def notify(session: Session, document: Invoice) -> None:
         if document.kind == "invoice":
             notify_invoice_issued(session, document.id)
 
     issued = issue_pending_documents(ctx.db, ctx.settings, ctx.catalog, lambda: ctx.now, notify)
-    return len(issued)
+    return {"issued": len(issued), "sealed": seal_documents(ctx.db, ctx.settings)}
 
 
 HANDLERS: dict[str, Handler] = {

@@ -119,3 +119,17 @@ class UsageTotalOverflow(MeterbillError):
         "Total d'usage hors limites : il dépasserait 9223372036854775807 ; rien n'a été enregistré"
     )
     message_en = "Usage total out of range: it would pass 9223372036854775807; nothing was recorded"
+
+
+class RetentionTooShort(MeterbillError):
+    """Retention would drop raw events of a month that may still receive events."""
+
+    status = 422
+    code = "retention_too_short"
+
+    def __init__(self, keep_months: int) -> None:
+        super().__init__(
+            f"Rétention trop courte ({keep_months} mois) : les événements des 35 derniers "
+            "jours doivent être gardés",
+            f"Retention too short ({keep_months} months): the last 35 days of events must be kept",
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from datetime import date as date_
 
 from sqlalchemy import (
     BigInteger,
@@ -20,22 +21,40 @@ from meterbill.db import Base, utcnow
 
 
 class ConsumptionEvent(Base):
-    """One usage event as received, kept for audit and for rebuilding totals."""
+    """One usage event as received, kept for audit and for rebuilding totals.
+
+    `month` is the first day of the event's UTC month. On PostgreSQL the table is
+    partitioned by it (migration 0012_partitions; its primary key is (id, month)), and an
+    event id counts once per user and month. There is no foreign key to `saas_users` (its
+    per-row check was a fifth of an ingestion batch's time): the recording statement creates
+    the users it needs, and a trigger on `saas_users` deletes a deleted user's events (see
+    usage/partitions.py and the migration)."""
 
     __tablename__ = "consumption_log"
-    # An event id is the sender's idempotency key within one user's events.
+    # An event id is the sender's idempotency key within one user's events (and month).
     __table_args__ = (
-        UniqueConstraint("user_id", "event_id", name="uq_consumption_log_user_event"),
+        UniqueConstraint("user_id", "event_id", "month", name="uq_consumption_log_event"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(255))
-    user_id: Mapped[str] = mapped_column(ForeignKey("saas_users.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(255))
     metric: Mapped[str] = mapped_column(String(64))
     value: Mapped[int] = mapped_column(BigInteger)
     date: Mapped[datetime]
+    month: Mapped[date_] = mapped_column(Date)
     endpoint: Mapped[str | None] = mapped_column(String(512))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRetention(Base):
+    """One row: raw events before `raw_since` were dropped by retention (their totals stay;
+    rebuilding totals leaves the periods before it alone)."""
+
+    __tablename__ = "usage_retention"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    raw_since: Mapped[date_] = mapped_column(Date)
 
 
 class UsageDaily(Base):

@@ -21,6 +21,7 @@ from meterbill.db import Database
 from meterbill.usage.alerts import Crossing, crossings, record_alerts
 from meterbill.usage.errors import QuotaExceeded, UnknownMetric, UsageTotalOverflow
 from meterbill.usage.models import ConsumptionEvent
+from meterbill.usage.partitions import month_start
 from meterbill.usage.quota_statement import Decision, decide_and_record, read_month
 from meterbill.usage.recording import (
     BIGINT_MAX,
@@ -129,7 +130,9 @@ def consume(session: Session, catalog: Catalog, event: UsageEvent, now: datetime
     used = month_usage(session, catalog.meters, event.user_id, month).get(event.metric, 0)
     already = session.scalar(
         select(ConsumptionEvent.id).where(
-            ConsumptionEvent.user_id == event.user_id, ConsumptionEvent.event_id == event.id
+            ConsumptionEvent.user_id == event.user_id,
+            ConsumptionEvent.event_id == event.id,
+            ConsumptionEvent.month == month_start(event.timestamp),
         )
     )
     if already is not None:

@@ -28,6 +28,7 @@ import psycopg.errors
 from meterbill.billing.subscriptions import LIVE_STATUSES, PAYING_STATUSES
 from meterbill.config import Catalog, Plan
 from meterbill.usage.errors import UsageTotalOverflow
+from meterbill.usage.partitions import ensure_partitions, month_start, partitions_known
 from meterbill.usage.recording import UsageEvent, month_of
 
 
@@ -77,7 +78,8 @@ WITH sub AS ({PLAN_OF_USER}), limits (plan, lim, block, ratio) AS (VALUES {limit
     INSERT INTO saas_users (id, plan, created_at, updated_at)
     VALUES (%(u)s, 'free', %(now)s, %(now)s) ON CONFLICT (id) DO NOTHING
 ), dup AS (
-    SELECT 1 FROM consumption_log WHERE user_id = %(u)s AND event_id = %(id)s
+    SELECT 1 FROM consumption_log
+    WHERE user_id = %(u)s AND event_id = %(id)s AND month = %(partition)s
 ), cur AS (
     SELECT total, events, peak FROM usage_monthly
     WHERE user_id = %(u)s AND metric = %(m)s AND month = %(month)s
@@ -92,8 +94,9 @@ WITH sub AS ({PLAN_OF_USER}), limits (plan, lim, block, ratio) AS (VALUES {limit
     WHERE (SELECT r.lim IS NULL OR NOT r.block OR {updated} <= r.lim FROM rule r)
     RETURNING t.total, t.events, t.peak
 ), ev AS (
-    INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
-    SELECT %(id)s, %(u)s, %(m)s, %(v)s, %(ts)s, %(ep)s, %(now)s FROM mon
+    INSERT INTO consumption_log
+        (event_id, user_id, metric, value, date, month, endpoint, received_at)
+    SELECT %(id)s, %(u)s, %(m)s, %(v)s, %(ts)s, %(partition)s, %(ep)s, %(now)s FROM mon
 ), day AS (
     INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
     SELECT %(u)s, %(m)s, %(day)s, %(v)s, 1, %(v)s FROM mon
@@ -134,6 +137,7 @@ def _parameters(catalog: Catalog, event: UsageEvent, now: datetime) -> dict[str,
         "ep": event.endpoint,
         "now": now,
         "month": month_of(moment),
+        "partition": month_start(moment),  # the raw log's partition (and unique key) month
         "day": moment.date(),
     }
     for i, plan in enumerate(catalog.plans.values()):
@@ -156,6 +160,10 @@ def decide_and_record(raw: Any, catalog: Catalog, event: UsageEvent, now: dateti
     aggregation = catalog.meters[event.metric].aggregation
     sql = _statement(aggregation, len(catalog.plans))
     params = _parameters(catalog, event, now)
+    key = f"{raw.info.host}:{raw.info.port}/{raw.info.dbname}"
+    if not partitions_known(key, {params["partition"]}):
+        with raw.transaction(), raw.cursor() as cursor:
+            ensure_partitions(cursor, key, {params["partition"]})
     for attempt in (1, 2):
         try:
             row = raw.execute(sql, params).fetchone()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.db import insert_for
 from meterbill.usage.models import ConsumptionEvent, UsageDaily, UsageMonthly
+from meterbill.usage.partitions import raw_horizon
 
 Figures = tuple[int, int, int]  # total, events, peak
 
@@ -69,13 +70,18 @@ def rebuild_totals(
         row[1] += events
         row[2] = max(row[2], peak)
     report.totals = len(days)
+    # Totals of periods whose raw events retention dropped stay as they are.
+    horizon = raw_horizon(session.connection())
+    since = horizon.isoformat() if horizon else ""
     stored_days = {
         (u, m, d.isoformat()): (int(t), int(e), int(p))
         for u, m, d, t, e, p in session.execute(_figures(UsageDaily, UsageDaily.day))
+        if d.isoformat() >= since
     }
     stored_months = {
         (u, m, mo): (int(t), int(e), int(p))
         for u, m, mo, t, e, p in session.execute(_figures(UsageMonthly, UsageMonthly.month))
+        if mo >= since[:7]
     }
     for table, rebuilt, stored in (
         ("usage_daily", days, stored_days),

@@ -1,10 +1,10 @@
 """Recording usage events in bulk: raw rows for audit, daily and monthly totals for reads.
 
 All of it happens in the caller's transaction, so totals never disagree with the raw
-events. On PostgreSQL a batch is COPied into a temporary table (small batches are inlined
-as VALUES instead), then one statement inserts the events whose id is new (`ON CONFLICT DO
-NOTHING RETURNING`), folds exactly those into the daily and monthly totals, and returns the
-monthly totals as they now stand (alerts are decided from them). Rows are written in key
+events. On PostgreSQL a batch is sent as one array per column, and one statement (one round
+trip) creates the users it needs, inserts the events not stored yet (`ON CONFLICT DO NOTHING
+RETURNING`), folds exactly those into the daily and monthly totals, and returns the monthly
+totals as they now stand (alerts are decided from them). Rows are written in key
 order (event id, then user/metric/period) so that concurrent batches take their locks in
 the same order and never deadlock. On SQLite, which has one writer at a time, the same work
 is a few `executemany` calls.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ import psycopg.errors
 from sqlalchemy.orm import Session
 
 from meterbill.usage.errors import UsageTotalOverflow
+from meterbill.usage.partitions import ensure_partitions
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
 BIGINT_MAX = 2**63 - 1  # the largest value or total either database keeps exactly
@@ -80,9 +81,13 @@ def record_usage(
     session's transaction. An id already stored, or repeated in the batch, counts once.
     Unknown users are created, unless the caller says they all exist (`users_exist`).
     Raises UsageTotalOverflow, having written nothing, when a total would pass BIGINT."""
-    unique: dict[tuple[str, str], UsageEvent] = {}
+    # An event counts once per user, id and UTC month (the raw log's unique key).
+    unique: dict[tuple[str, str, int, int], UsageEvent] = {}
     for event in events:
-        unique.setdefault((event.user_id, event.id), event)
+        if event.timestamp.utcoffset():
+            event = replace(event, timestamp=event.timestamp.astimezone(UTC))
+        key = (event.user_id, event.id, event.timestamp.year, event.timestamp.month)
+        unique.setdefault(key, event)
     batch = [unique[key] for key in sorted(unique)]
     if not batch:
         return Recorded()
@@ -103,28 +108,28 @@ def month_of(moment: datetime | date) -> str:
     return f"{moment.year:04d}-{moment.month:02d}"
 
 
-_PG_STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS usage_incoming (
-    event_id text, user_id text, metric text, value bigint, ts timestamptz, endpoint text
-) ON COMMIT DELETE ROWS
-"""
+# The users a batch needs are created by the recording statement itself (there is no
+# per-row foreign key check on consumption_log: see migration 0012_partitions).
 _PG_USERS = """
-INSERT INTO saas_users (id, plan, created_at, updated_at)
-SELECT DISTINCT user_id, 'free', %(now)s::timestamptz, %(now)s::timestamptz
-FROM {source} ORDER BY 1
-ON CONFLICT (id) DO NOTHING
-"""
-_STAGED = "usage_incoming"
-_PG_ROW = "(%s::text, %s::text, %s::text, %s::bigint, %s::timestamptz, %s::text)"
-_INLINE = "(VALUES {rows}) AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"
-# Up to this many events go inline in the statement; more are COPied to the staging table.
-_INLINE_MAX = 50
+users AS (
+    INSERT INTO saas_users (id, plan, created_at, updated_at)
+    SELECT DISTINCT user_id, 'free', %(now)s::timestamptz, %(now)s::timestamptz
+    FROM incoming ORDER BY 1
+    ON CONFLICT (id) DO NOTHING
+),"""
+# The batch travels as six arrays, one per column: one round trip, no staging table.
+_PG_SOURCE = """unnest(%(ids)s::text[], %(users)s::text[], %(metrics)s::text[],
+            %(values)s::bigint[], %(times)s::timestamptz[], %(endpoints)s::text[])
+    AS usage_incoming (event_id, user_id, metric, value, ts, endpoint)"""
 _PG_RECORD = """
-WITH inserted AS (
-    INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, received_at)
-    SELECT event_id, user_id, metric, value, ts, endpoint, %(now)s::timestamptz
-    FROM {source} ORDER BY user_id, event_id
-    ON CONFLICT (user_id, event_id) DO NOTHING
+WITH incoming AS (SELECT * FROM {source}), {users}
+inserted AS (
+    INSERT INTO consumption_log
+        (event_id, user_id, metric, value, date, month, endpoint, received_at)
+    SELECT event_id, user_id, metric, value, ts,
+           date_trunc('month', ts AT TIME ZONE 'UTC')::date, endpoint, %(now)s::timestamptz
+    FROM incoming ORDER BY user_id, event_id
+    ON CONFLICT (user_id, event_id, month) DO NOTHING
     RETURNING user_id, metric, date, value
 ), days AS (
     INSERT INTO usage_daily AS d (user_id, metric, day, total, events, peak)
@@ -156,28 +161,23 @@ FROM months JOIN added USING (user_id, metric, month)
 def _record_postgresql(
     session: Session, batch: list[UsageEvent], now: datetime, users_exist: bool
 ) -> tuple[int, list[MonthChange]]:
-    raw: Any = session.connection().connection.driver_connection
-    rows = [(e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint) for e in batch]
+    connection = session.connection()
+    raw: Any = connection.connection.driver_connection
+    months = {date(e.timestamp.year, e.timestamp.month, 1) for e in batch}  # UTC already
+    sql = _PG_RECORD.format(source=_PG_SOURCE, users="" if users_exist else _PG_USERS)
+    params = {
+        "now": now,
+        "ids": [e.id for e in batch],
+        "users": [e.user_id for e in batch],
+        "metrics": [e.metric for e in batch],
+        "values": [e.value for e in batch],
+        "times": [e.timestamp for e in batch],
+        "endpoints": [e.endpoint for e in batch],
+    }
     with raw.cursor() as cursor:
-        if len(rows) <= _INLINE_MAX:  # one round trip fewer than staging, for consume
-            source = _INLINE.format(rows=", ".join([_PG_ROW] * len(rows)))
-            values = [value for row in rows for value in row]
-            users, record = _PG_USERS.format(source=source), _PG_RECORD.format(source=source)
-            if not users_exist:
-                cursor.execute(users.replace("%(now)s", "%s"), [now, now, *values])
-            cursor.execute(record.replace("%(now)s", "%s"), [now, *values])
-            changes = cursor.fetchall()
-        else:
-            cursor.execute(_PG_STAGE)
-            columns = "event_id, user_id, metric, value, ts, endpoint"
-            with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            if not users_exist:
-                cursor.execute(_PG_USERS.format(source=_STAGED), {"now": now})
-            cursor.execute(_PG_RECORD.format(source=_STAGED), {"now": now})
-            changes = cursor.fetchall()
-            cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
+        ensure_partitions(cursor, connection.engine.url.render_as_string(), months)
+        cursor.execute(sql, params)
+        changes = cursor.fetchall()
     new = int(changes[0][0]) if changes else 0
     return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in changes]
 
@@ -193,18 +193,18 @@ def _record_sqlite(
         "ON CONFLICT (id) DO NOTHING",
         [(user, stamp, stamp) for user in users],
     )
-    seen = set(_stored_ids(raw, [(e.user_id, e.id) for e in batch]))
-    fresh = [e for e in batch if (e.user_id, e.id) not in seen]
+    fresh = [e for e in batch if not _stored(raw, e)]
     raw.executemany(
-        "INSERT INTO consumption_log (event_id, user_id, metric, value, date, endpoint, "
-        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO consumption_log (event_id, user_id, metric, value, date, month, endpoint, "
+        "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 e.id,
                 e.user_id,
                 e.metric,
                 e.value,
-                e.timestamp.astimezone(UTC).strftime(_SQLITE_TIME),
+                e.timestamp.strftime(_SQLITE_TIME),
+                _sqlite_month(e),
                 e.endpoint,
                 stamp,
             )
@@ -255,13 +255,13 @@ def _monthly_rows(raw: Any, keys: list[tuple[str, str, str]]) -> Iterable[tuple[
         )
 
 
-def _stored_ids(raw: Any, keys: list[tuple[str, str]]) -> Iterable[tuple[str, str]]:
-    """The (user id, event id) pairs among `keys` already stored."""
-    for start in range(0, len(keys), 300):
-        chunk = keys[start : start + 300]
-        marks = ",".join(["(?, ?)"] * len(chunk))
-        sql = (
-            "SELECT user_id, event_id FROM consumption_log "  # noqa: S608
-            f"WHERE (user_id, event_id) IN (VALUES {marks})"
-        )
-        yield from raw.execute(sql, [value for key in chunk for value in key])
+def _sqlite_month(event: UsageEvent) -> str:
+    return f"{event.timestamp.year:04d}-{event.timestamp.month:02d}-01"
+
+
+def _stored(raw: Any, event: UsageEvent) -> bool:
+    found = raw.execute(
+        "SELECT 1 FROM consumption_log WHERE user_id = ? AND event_id = ? AND month = ?",
+        (event.user_id, event.id, _sqlite_month(event)),
+    ).fetchone()
+    return found is not None

@@ -3,7 +3,7 @@
 Keys made before scopes existed keep every scope, so they work exactly as before.
 
 Revision ID: 0009_devx
-Revises: 0008_misc
+Revises: 0012_partitions
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009_devx"
-down_revision: str | None = "0008_misc"
+down_revision: str | None = "0012_partitions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,371 @@
+"""Signed Stripe webhooks applied per second (PostgreSQL), from several concurrent senders.
+
+Each of `--users` customers goes through `customer.subscription.created` (premium),
+`invoice.paid` (an invoice is issued, its PDF rendered after the answer),
+`customer.subscription.updated` (to pro) and `charge.refunded` (a partial refund: a credit
+note), in that order per customer (one phase after the other); about `--dup-ratio` of the
+events are delivered a second time, as Stripe does. Every request carries a real
+`Stripe-Signature` header computed just before sending.
+
+Beside it, in the same run, the raw reference: the same signed payloads verified with
+Stripe's library, parsed, and stored in `billing_events` (`INSERT … ON CONFLICT DO
+NOTHING`, one transaction each) by as many threads over psycopg, no HTTP and no handling.
+
+    .venv/bin/python -m bench.webhooks --users 500 --clients 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import random
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import psycopg
+import stripe
+from sqlalchemy import text
+
+from bench.common import banner, fresh_database, meterbill, percentile
+from meterbill.db import Database
+
+SECRET = "whsec_bench_secret"
+PREMIUM, PRO = "price_premium_bench", "price_pro_bench"
+API_VERSION = "2026-10-28.clover"
+
+
+def sign(payload: bytes) -> str:
+    stamp = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
+    return f"t={stamp},v1={digest.hexdigest()}"
+
+
+def event(type_: str, obj: dict[str, Any], created: int) -> dict[str, Any]:
+    return {
+        "id": f"evt_{secrets.token_hex(10)}",
+        "object": "event",
+        "api_version": API_VERSION,
+        "created": created,
+        "data": {"object": obj, "previous_attributes": {}},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": type_,
+    }
+
+
+def subscription(sub: str, customer: str, user: str, price: str, amount: int) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "id": sub,
+        "object": "subscription",
+        "customer": customer,
+        "status": "active",
+        "created": now,
+        "start_date": now,
+        "cancel_at_period_end": False,
+        "canceled_at": None,
+        "ended_at": None,
+        "currency": "eur",
+        "metadata": {"user_id": user},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"si_{secrets.token_hex(8)}",
+                    "object": "subscription_item",
+                    "current_period_start": now,
+                    "current_period_end": now + 30 * 86400,
+                    "quantity": 1,
+                    "subscription": sub,
+                    "price": {
+                        "id": price,
+                        "object": "price",
+                        "active": True,
+                        "currency": "eur",
+                        "unit_amount": amount,
+                        "recurring": {"interval": "month", "interval_count": 1},
+                        "product": "prod_bench",
+                        "type": "recurring",
+                    },
+                }
+            ],
+            "has_more": False,
+        },
+        "latest_invoice": None,
+    }
+
+
+def invoice(invoice_id: str, customer: str, sub: str, intent: str) -> dict[str, Any]:
+    now = int(time.time())
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "customer": customer,
+        "customer_email": "buyer@example.com",
+        "customer_name": "Buyer SAS",
+        "currency": "eur",
+        "created": now,
+        "status": "paid",
+        "amount_due": 900,
+        "amount_paid": 900,
+        "amount_remaining": 0,
+        "attempt_count": 1,
+        "billing_reason": "subscription_create",
+        "subtotal": 900,
+        "total": 900,
+        "total_taxes": [],
+        "parent": {
+            "type": "subscription_details",
+            "subscription_details": {"subscription": sub, "metadata": {}},
+        },
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"il_{secrets.token_hex(8)}",
+                    "object": "line_item",
+                    "amount": 900,
+                    "currency": "eur",
+                    "description": "1 × Premium (at €9.00 / month)",
+                    "quantity": 1,
+                    "period": {"start": now, "end": now + 30 * 86400},
+                    "pricing": {
+                        "type": "price_details",
+                        "price_details": {"price": PREMIUM, "product": "prod_bench"},
+                        "unit_amount_decimal": "900",
+                    },
+                    "parent": {
+                        "type": "subscription_item_details",
+                        "subscription_item_details": {"subscription": sub},
+                    },
+                }
+            ],
+            "has_more": False,
+        },
+        "payments": {
+            "object": "list",
+            "data": [
+                {
+                    "object": "invoice_payment",
+                    "status": "paid",
+                    "payment": {"type": "payment_intent", "payment_intent": intent},
+                }
+            ],
+        },
+    }
+
+
+def refund(customer: str, intent: str) -> dict[str, Any]:
+    return {
+        "id": f"ch_{secrets.token_hex(8)}",
+        "object": "charge",
+        "customer": customer,
+        "amount": 900,
+        "amount_refunded": 300,
+        "currency": "eur",
+        "payment_intent": intent,
+        "refunded": False,
+        "refunds": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"re_{secrets.token_hex(8)}",
+                    "object": "refund",
+                    "amount": 300,
+                    "currency": "eur",
+                    "status": "succeeded",
+                    "payment_intent": intent,
+                }
+            ],
+        },
+    }
+
+
+def phases(users: int, dup_ratio: float) -> list[list[bytes]]:
+    """The payloads to send, phase by phase (one event per customer per phase), with some
+    delivered twice."""
+    created = int(time.time()) - 60
+    plan: list[list[dict[str, Any]]] = [[], [], []]
+    for n in range(users):
+        user, customer, sub = f"user-{n}", f"cus_bench{n}", f"sub_bench{n}"
+        intent = f"pi_bench{n}"
+        plan[0].append(
+            event(
+                "customer.subscription.created",
+                subscription(sub, customer, user, PREMIUM, 900),
+                created,
+            )
+        )
+        plan[1].append(
+            event("invoice.paid", invoice(f"in_bench{n}", customer, sub, intent), created + 1)
+        )
+        plan[2].append(
+            event(
+                "customer.subscription.updated",
+                subscription(sub, customer, user, PRO, 2900),
+                created + 2,
+            )
+        )
+        plan[2].append(event("charge.refunded", refund(customer, intent), created + 3))
+    sent = []
+    for events in plan:
+        bodies = [json.dumps(e, separators=(",", ":")).encode() for e in events]
+        bodies += random.sample(bodies, int(len(bodies) * dup_ratio))
+        random.shuffle(bodies)
+        sent.append(bodies)
+    return sent
+
+
+def deliver(
+    base: str, bodies: list[bytes], clients: int
+) -> tuple[float, Counter[str], list[float]]:
+    queue = list(bodies)
+    lock = threading.Lock()
+    outcomes: Counter[str] = Counter()
+    samples: list[float] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                began = time.perf_counter()
+                answer = http.post(
+                    "/api/v1/billing/webhook",
+                    content=body,
+                    headers={"Content-Type": "application/json", "Stripe-Signature": sign(body)},
+                )
+                took = (time.perf_counter() - began) * 1000
+                outcome = (
+                    answer.json()["outcome"] if answer.status_code == 200 else answer.status_code
+                )
+                with lock:
+                    outcomes[str(outcome)] += 1
+                    samples.append(took)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began, outcomes, samples
+
+
+_RAW_INSERT = """
+INSERT INTO billing_events (stripe_event_id, event_type, payload, stripe_created, outcome,
+                            received_at)
+VALUES (%s, %s, %s, %s, 'applied', now()) ON CONFLICT (stripe_event_id) DO NOTHING
+"""
+
+
+def raw_reference(url: str, bodies: list[bytes], clients: int) -> float:
+    """Verify, parse and store each payload once, no HTTP and no handling."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    queue = list(bodies)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with psycopg.connect(dsn) as conn:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                payload = body.decode()
+                stripe.WebhookSignature.verify_header(payload, sign(body), SECRET, 300)
+                parsed = json.loads(payload)
+                conn.execute(
+                    _RAW_INSERT,
+                    (parsed["id"], parsed["type"], payload, parsed["created"]),
+                )
+                conn.commit()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dup-ratio", type=float, default=0.1)
+    args = parser.parse_args()
+    banner("stripe webhooks", "postgresql")
+    url = fresh_database("postgresql", "meterbill_bench_webhooks")
+    raw_url = fresh_database("postgresql", "meterbill_bench_webhooks_raw")
+    sent = phases(args.users, args.dup_ratio)
+    every = [body for bodies in sent for body in bodies]
+    print(
+        f"{len(every)} signed events ({args.users} customers x 4 + {args.dup_ratio:.0%} "
+        f"delivered twice), {args.clients} clients, {args.workers} uvicorn workers",
+        flush=True,
+    )
+    raw_rate = len(every) / raw_reference(raw_url, every, args.clients)
+    print(f"raw reference (verify + parse + store): {raw_rate:,.0f} events/s", flush=True)
+    env = {
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "STRIPE_PRICE_PREMIUM": PREMIUM,
+        "STRIPE_PRICE_PRO": PRO,
+        "METERBILL_INVOICE_DIR": tempfile.mkdtemp(prefix="meterbill-bench-invoices-"),
+        "METERBILL_SELLER_NAME": "Bench SAS",
+        "METERBILL_SELLER_ADDRESS": "1 rue de la Paix;75002 Paris",
+        "METERBILL_SELLER_EMAIL": "billing@bench.example",
+        "METERBILL_SELLER_SIREN": "123456789",
+        "METERBILL_SELLER_SIRET": "12345678900012",
+        "METERBILL_SELLER_VAT_NUMBER": "FR32123456789",
+        "METERBILL_SELLER_LEGAL_FORM": "SAS au capital de 1 000 €",
+        "METERBILL_SELLER_RCS": "RCS Paris 123 456 789",
+    }
+    total_time, outcomes, samples = 0.0, Counter[str](), []
+    with meterbill(url, args.workers, None, **env) as base:
+        names = ("subscription.created", "invoice.paid", "subscription.updated + charge.refunded")
+        for name, bodies in zip(names, sent, strict=True):
+            elapsed, phase_outcomes, phase_samples = deliver(base, bodies, args.clients)
+            print(
+                f"  {name}: {len(bodies) / elapsed:,.0f} events/s, "
+                f"p50 {percentile(phase_samples, 0.5):.1f} ms",
+                flush=True,
+            )
+            total_time += elapsed
+            outcomes.update(phase_outcomes)
+            samples += phase_samples
+    rate = len(every) / total_time
+    db = Database(url)
+    with db.engine.connect() as conn:
+        stored: dict[str, int] = dict(
+            conn.execute(text("SELECT outcome, count(*) FROM billing_events GROUP BY 1")).all()
+        )
+        invoices = conn.execute(text("SELECT count(*) FROM invoices")).scalar()
+    db.dispose()
+    print(f"answers: {dict(outcomes)}")
+    print(f"stored outcomes: {stored}; invoices and credit notes: {invoices}")
+    print(
+        f"meterbill: {rate:,.0f} events/s applied (p50 {percentile(samples, 0.5):.1f} ms, "
+        f"p99 {percentile(samples, 0.99):.1f} ms) = {rate / raw_rate:.0%} of the raw "
+        f"reference ({raw_rate:,.0f}/s); floor 500 events/s"
+    )
+    print(f"os.cpu_count() = {os.cpu_count()}")
+    print("command: .venv/bin/python -m bench.webhooks " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

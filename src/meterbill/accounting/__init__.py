@@ -1,0 +1,1 @@
+"""Accounting exports read from the invoices and the ledger (`transactions`)."""
