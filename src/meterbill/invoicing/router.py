@@ -131,6 +131,7 @@ def get_invoice_pdf(
     response_class=Response,
     responses={200: {"content": {"application/xml": {}}}},
 )
+@raises(InvoiceNotFound)
 def get_invoice_xml(
     number: InvoiceNumber,
     user: CurrentUser,
