@@ -39,9 +39,11 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("demo",): ["--users", "5"],
     ("usage", "retention"): ["--keep-months", "12"],
     ("admin", "create"): ["ops@example.com", "--password-stdin"],
+    ("token",): ["user-1"],
+    ("dev",): ["--port", str(free_port())],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
-LONG_RUNNING = {("serve",), ("worker", "forever")}
+LONG_RUNNING = {("serve",), ("worker", "forever"), ("dev",)}
 EXTRA_RUNS: dict[tuple[str, ...], tuple[tuple[str, ...], list[str]]] = {
     ("worker", "forever"): (("worker",), ["--no-schedules"]),
 }

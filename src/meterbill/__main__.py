@@ -1,3 +1,3 @@
-from meterbill.cli import app
+from meterbill.cli import main
 
-app()
+main()

@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from meterbill.billing.catalog import router as plans_router
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.router import router as billing_router
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
-from meterbill.errors import MeterbillError
+from meterbill.docs_ui import install_docs
+from meterbill.errors import MeterbillError, NotFound, PayloadTooLarge
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.parties import missing_seller_fields
 from meterbill.invoicing.pending import invoicing_readiness, issue_pending_documents
@@ -26,18 +28,27 @@ from meterbill.invoicing.router import router as invoicing_router
 from meterbill.logs import configure_logging
 from meterbill.migrate import upgrade
 from meterbill.notify.service import notify_invoice_issued
+from meterbill.openapi import (
+    DatabaseUnavailable,
+    InternalError,
+    MalformedJson,
+    MethodNotAllowed,
+    ValidationFailed,
+    install_openapi,
+    raises,
+)
 from meterbill.request_limits import BodySizeLimit, route_limits
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
+from meterbill.validation import validation_detail
 
 log = logging.getLogger("meterbill.app")
 
-_HTTP_ERRORS = {
-    404: ("not_found", "Ressource introuvable", "Not found"),
-    405: ("method_not_allowed", "Méthode non autorisée", "Method not allowed"),
-    413: ("payload_too_large", "Requête trop volumineuse", "Payload too large"),
-}
+_HTTP_ERRORS: dict[int, tuple[str, str, str]] = {
+    error.status: (error.code, error.message_fr, error.message_en)
+    for error in (NotFound, MethodNotAllowed)
+} | {413: (PayloadTooLarge.code, "Requête trop volumineuse", "Payload too large")}
 
 
 def preferred_language(request: Request) -> str:
@@ -98,6 +109,9 @@ def _notify_issued(session: Session, document: Invoice) -> None:
 
 
 def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONResponse:
+    body = exc.details.get("body", {})
+    if preferred_language(request) == "fr":
+        body = exc.details.get("body_fr", body)  # e.g. a batch's reasons, in French
     return error_response(
         request,
         exc.status,
@@ -105,7 +119,7 @@ def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONRespo
         exc.message_fr,
         exc.message_en,
         headers=exc.details.get("headers"),
-        **exc.details.get("body", {}),
+        **body,
     )
 
 
@@ -137,7 +151,11 @@ def create_app(
         description="Self-hosted billing for SaaS products: Stripe plans, metering, "
         "quotas and numbered invoices.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_openapi(app)
+    install_docs(app)
     app.add_middleware(
         BodySizeLimit,
         limits=route_limits(settings.max_body_bytes, settings.body_limits),
@@ -145,6 +163,7 @@ def create_app(
     )
     app.include_router(invoicing_router)
     app.include_router(billing_router)
+    app.include_router(plans_router)
     app.include_router(usage_router)
     app.include_router(metering_router)
     from meterbill.console.routes import install as install_console  # imports app's helpers
@@ -157,6 +176,7 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["ops"])
+    @raises(DatabaseUnavailable)
     def readyz(request: Request) -> JSONResponse:
         """The database answers (503 otherwise). `details` says what else an operator must
         fix without taking the service out of a load balancer: e.g. invoices waiting for
@@ -166,15 +186,9 @@ def create_app(
             services.db.ping()
             with services.db.reading() as session:
                 invoicing = invoicing_readiness(session, services.settings)
-        except Exception:
+        except Exception as exc:
             log.exception("readiness check failed")
-            return error_response(
-                request,
-                503,
-                "database_unavailable",
-                "Base de données injoignable",
-                "Database unreachable",
-            )
+            raise DatabaseUnavailable() from exc
         body: dict[str, Any] = {"status": "ready", "details": {"invoicing": invoicing}}
         if invoicing["missing_settings"]:
             body["warnings"] = [seller_identity_warning(invoicing["missing_settings"])]
@@ -186,12 +200,15 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(error.get("loc", ())), "msg": error.get("msg", "")}
-            for error in exc.errors()
-        ]
+        language = preferred_language(request)
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            error: MeterbillError = MalformedJson()
+        else:
+            error = ValidationFailed()
+        details = [validation_detail(item, language) for item in errors]
         return error_response(
-            request, 422, "validation_error", "Requête invalide", "Invalid request", details=details
+            request, error.status, error.code, error.message_fr, error.message_en, details=details
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -206,6 +223,7 @@ def create_app(
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        return error_response(request, 500, "internal_error", "Erreur interne", "Internal error")
+        error = InternalError()
+        return error_response(request, 500, error.code, error.message_fr, error.message_en)
 
     return app

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite:///meterbill.db"
+DEFAULT_DATABASE_URL = "sqlite:///meterbill.db"  # the seed's; now under meterbill_home()
 BUILTIN_METRICS = ("api_calls", "tokens")
 PAID_PLANS = ("premium", "pro")
 
@@ -18,12 +20,44 @@ Aggregation = Literal["sum", "count", "max"]
 LimitAction = Literal["block", "allow"]
 
 
+def meterbill_home() -> Path:
+    """Where meterbill keeps its data by default: `METERBILL_HOME`, else the user's data
+    directory (`$XDG_DATA_HOME/meterbill`, `~/.local/share/meterbill`; on macOS
+    `~/Library/Application Support/meterbill`). Never the current directory, silently."""
+    explicit = os.environ.get("METERBILL_HOME", "").strip()
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "meterbill"
+    base = os.environ.get("XDG_DATA_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".local" / "share") / "meterbill"
+
+
+def env_files() -> tuple[Path, ...]:
+    """The `.env` files read, in order (a later one wins): the home's, then the current
+    directory's."""
+    return (meterbill_home() / ".env", Path(".env"))
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{meterbill_home() / 'meterbill.db'}"
+
+
+def _default_invoice_dir() -> Path:
+    return meterbill_home() / "invoices"
+
+
 class Settings(BaseSettings):
     """Everything meterbill reads from its environment, read once and passed down."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    database_url: str = Field(DEFAULT_DATABASE_URL, alias="METERBILL_DATABASE_URL")
+    def __init__(self, **values: Any) -> None:
+        # The `.env` files depend on METERBILL_HOME at the time of the call, not of import.
+        values.setdefault("_env_file", env_files())
+        super().__init__(**values)
+
+    database_url: str = Field(default_factory=_default_database_url, alias="METERBILL_DATABASE_URL")
 
     stripe_secret_key: str = Field("", alias="STRIPE_SECRET_KEY")
     stripe_publishable_key: str = Field("", alias="STRIPE_PUBLISHABLE_KEY")
@@ -40,12 +74,16 @@ class Settings(BaseSettings):
     jwt_public_key: str = Field("", alias="METERBILL_JWT_PUBLIC_KEY")
     jwt_audience: str | None = Field(None, alias="METERBILL_JWT_AUDIENCE")
     jwt_issuer: str | None = Field(None, alias="METERBILL_JWT_ISSUER")
+    jwt_jwks_url: str = Field("", alias="METERBILL_JWT_JWKS_URL")
+    # An unknown `kid` fetches the JWKS again at most once per this many seconds.
+    jwt_jwks_cooldown_seconds: float = Field(30.0, alias="METERBILL_JWT_JWKS_COOLDOWN", ge=0)
+    jwt_user_claim: str = Field("sub", alias="METERBILL_JWT_USER_CLAIM", min_length=1)
 
     grace_days: int = Field(3, alias="BILLING_GRACE_DAYS", ge=0)
     plans_file: Path | None = Field(None, alias="METERBILL_PLANS_FILE")
 
     # Invoicing: where PDFs go, and the seller's identity printed on every invoice.
-    invoice_dir: Path = Field(Path("var/invoices"), alias="METERBILL_INVOICE_DIR")
+    invoice_dir: Path = Field(default_factory=_default_invoice_dir, alias="METERBILL_INVOICE_DIR")
     seller_name: str = Field("", alias="METERBILL_SELLER_NAME")
     seller_address: str = Field("", alias="METERBILL_SELLER_ADDRESS")  # lines split by \n or ;
     seller_email: str = Field("", alias="METERBILL_SELLER_EMAIL")
@@ -141,8 +179,9 @@ class Plan:
     on_limit: LimitAction = "block"
     vat_rate_bp: int = 2000  # basis points: 2000 = 20.00 %
 
-    def limit(self, metric: str) -> int:
-        return self.limits.get(metric, 0)
+    def limit(self, metric: str) -> int | None:
+        """The monthly limit of `metric`, or None when the plan sets none (unlimited)."""
+        return self.limits.get(metric)
 
 
 @dataclass(frozen=True)
@@ -170,20 +209,95 @@ _SEED_LIMITS: dict[str, dict[str, int]] = {
 }
 
 
+class PlansFileError(ValueError):
+    """The plans file cannot be used; the message names the file, the key and the reason."""
+
+    def __init__(self, path: Path, key: str, reason: str) -> None:
+        self.path, self.key, self.reason = path, key, reason
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(f"{where}{reason}")
+
+
+_PLAN_KEYS = {"stripe_price", "limits", "alert_ratio", "on_limit", "vat_rate"}
+
+
+def _read_plans_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlansFileError(path, "", f"cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise PlansFileError(path, "", "is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlansFileError(path, "", f"is not valid TOML ({exc})") from None
+
+
+def _table(path: Path, key: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PlansFileError(path, key, "must be a table")
+    return value
+
+
+def _number(path: Path, key: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise PlansFileError(path, key, f"must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _validated_plan(path: Path, name: str, spec: object) -> dict[str, Any]:
+    plan = _table(path, f"plans.{name}", spec)
+    for key in plan:
+        if key not in _PLAN_KEYS:
+            allowed = ", ".join(sorted(_PLAN_KEYS))
+            raise PlansFileError(path, f"plans.{name}.{key}", f"unknown key (allowed: {allowed})")
+    for metric, limit in _table(path, f"plans.{name}.limits", plan.get("limits", {})).items():
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 2**62:
+            raise PlansFileError(
+                path, f"plans.{name}.limits.{metric}", "must be a non-negative integer"
+            )
+    if "stripe_price" in plan and not isinstance(plan["stripe_price"], str):
+        raise PlansFileError(path, f"plans.{name}.stripe_price", "must be a string")
+    if plan.get("on_limit", "block") not in ("block", "allow"):
+        raise PlansFileError(path, f"plans.{name}.on_limit", 'must be "block" or "allow"')
+    if "alert_ratio" in plan:
+        _number(path, f"plans.{name}.alert_ratio", plan["alert_ratio"], 0.01, 1.0)
+    if "vat_rate" in plan:
+        _number(path, f"plans.{name}.vat_rate", plan["vat_rate"], 0.0, 100.0)
+    return plan
+
+
+def _read_catalog_file(path: Path) -> tuple[dict[str, Meter], dict[str, dict[str, Any]]]:
+    document = _read_plans_file(path)
+    for key in document:
+        if key not in ("meters", "plans"):
+            raise PlansFileError(path, key, "unknown key (allowed: meters, plans)")
+    meters: dict[str, Meter] = {}
+    for name, spec in _table(path, "meters", document.get("meters", {})).items():
+        aggregation = _table(path, f"meters.{name}", spec).get("aggregation", "sum")
+        if aggregation not in ("sum", "count", "max"):
+            raise PlansFileError(
+                path, f"meters.{name}.aggregation", 'must be "sum", "count" or "max"'
+            )
+        meters[name] = Meter(name, aggregation)
+    plans = _table(path, "plans", document.get("plans", {}))
+    return meters, {name: _validated_plan(path, name, spec) for name, spec in plans.items()}
+
+
 def load_catalog(settings: Settings) -> Catalog:
-    raw: dict[str, dict[str, object]] = {}
+    """The catalog, or PlansFileError naming the plans file, the key and the reason."""
+    raw: dict[str, dict[str, Any]] = {}
     meters = {name: Meter(name) for name in BUILTIN_METRICS}
     if settings.plans_file:
-        document = tomllib.loads(Path(settings.plans_file).read_text(encoding="utf-8"))
-        for name, spec in document.get("meters", {}).items():
-            meters[name] = Meter(name, spec.get("aggregation", "sum"))
-        raw = document.get("plans", {})
+        file_meters, raw = _read_catalog_file(Path(settings.plans_file))
+        meters.update(file_meters)
 
     plans: dict[str, Plan] = {}
-    for name in {*_SEED_LIMITS, *raw}:
+    for name in sorted({*_SEED_LIMITS, *raw}, key=_plan_order):
         spec = raw.get(name, {})
         limits = dict(_SEED_LIMITS.get(name, {}))
-        limits.update({k: int(v) for k, v in dict(spec.get("limits", {})).items()})  # type: ignore[call-overload]
+        limits.update({k: int(v) for k, v in dict(spec.get("limits", {})).items()})
         for metric in BUILTIN_METRICS:
             override = getattr(settings, f"limit_{name}_{metric}", None)
             if override is not None:
@@ -194,8 +308,14 @@ def load_catalog(settings: Settings) -> Catalog:
             name=name,
             stripe_price=env_price or (str(price) if price else None),
             limits=limits,
-            alert_ratio=float(spec.get("alert_ratio", 0.8)),  # type: ignore[arg-type]
+            alert_ratio=float(spec.get("alert_ratio", 0.8)),
             on_limit="allow" if spec.get("on_limit") == "allow" else "block",
-            vat_rate_bp=round(float(spec.get("vat_rate", 20.0)) * 100),  # type: ignore[arg-type]
+            vat_rate_bp=round(float(spec.get("vat_rate", 20.0)) * 100),
         )
     return Catalog(plans=plans, meters=meters)
+
+
+def _plan_order(name: str) -> tuple[int, str]:
+    """The seed's plans first (free, premium, pro), then the file's by name."""
+    seeded = list(_SEED_LIMITS)
+    return (seeded.index(name), "") if name in seeded else (len(seeded), name)

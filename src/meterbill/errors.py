@@ -46,6 +46,29 @@ class InvalidApiKey(Unauthorized):
     message_en = "Invalid API key"
 
 
+class InsufficientScope(MeterbillError):
+    """The API key is valid but lacks the scope this endpoint needs."""
+
+    status = 403
+    code = "insufficient_scope"
+    message_fr = "Cette clé d'API n'a pas le droit {scope}"
+    message_en = "This API key lacks the {scope} scope"
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            f"Cette clé d'API n'a pas le droit {scope}", f"This API key lacks the {scope} scope"
+        )
+
+
+class AuthUnavailable(MeterbillError):
+    """The identity provider's keys (METERBILL_JWT_JWKS_URL) could not be fetched."""
+
+    status = 503
+    code = "auth_unavailable"
+    message_fr = "Clés du fournisseur d'identité injoignables"
+    message_en = "The identity provider's keys cannot be fetched"
+
+
 class AuthNotConfigured(MeterbillError):
     status = 503
     code = "auth_not_configured"
@@ -61,6 +84,8 @@ class InvalidPlan(MeterbillError):
 
 class AlreadyOnPlan(MeterbillError):
     code = "already_on_plan"
+    message_fr = "Vous êtes déjà sur le plan {plan}"
+    message_en = "You are already on the {plan} plan"
 
     def __init__(self, plan: str) -> None:
         super().__init__(
@@ -84,6 +109,8 @@ class StripeNotConfigured(MeterbillError):
 class PriceNotConfigured(MeterbillError):
     status = 503
     code = "price_not_configured"
+    message_fr = "Prix Stripe non configuré pour le plan {plan}"
+    message_en = "No Stripe price is configured for the {plan} plan"
 
     def __init__(self, plan: str) -> None:
         super().__init__(
@@ -239,6 +266,8 @@ class PayloadTooLarge(MeterbillError):
 
     status = 413
     code = "payload_too_large"
+    message_fr = "Requête trop volumineuse : au plus {max_bytes} octets"
+    message_en = "Request body too large: at most {max_bytes} bytes"
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(

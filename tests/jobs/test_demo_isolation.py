@@ -38,7 +38,7 @@ def test_demo_refuses_a_database_with_real_users(database_url: str) -> None:
     db = Database(database_url)
     with db.transaction() as session:
         lock_user(session, "real-customer", "customer@example.com")
-    result = _meterbill({"METERBILL_DATABASE_URL": database_url}, "demo", "--users", "5")
+    result = _meterbill({"METERBILL_DATABASE_URL": database_url}, "-q", "demo", "--users", "5")
     assert result.returncode != 0
     assert result.stdout == ""
     [line] = result.stderr.strip().splitlines()

@@ -51,7 +51,8 @@ def test_a_bad_batch_names_each_bad_event_and_stores_nothing(metering: Metering)
     assert body["code"] == "invalid_events"
     assert [error["index"] for error in body["errors"]] == [1, 3, 4, 5, 6, 7]
     reasons = {error["index"]: error["reason"] for error in body["errors"]}
-    assert "35 days" in reasons[1] and "future" in reasons[5] and "offset" in reasons[6]
+    # French by default, as every message (tests/usage/test_messages.py has the English)
+    assert "35 jours" in reasons[1] and "futur" in reasons[5] and "décalage" in reasons[6]
     assert metering.stored_events() == 0
     with metering.service.db.reading() as session:
         assert session.get(User, "dave") is None

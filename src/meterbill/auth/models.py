@@ -37,6 +37,10 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(128))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
+    # Space-separated: ingest (send usage), read (quota checks), admin (everything else).
+    scopes: Mapped[str] = mapped_column(
+        String(64), default="ingest read admin", server_default="ingest read admin"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,8 @@ class ReconcileReport:
     customers: int = 0
     healed: int = 0
     failed: int = 0
+    # (user id, Stripe customer id, cause) of each failure, for the operator.
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def stale_customers(
@@ -151,6 +153,7 @@ def reconcile(
             )
         except MeterbillError as exc:
             report.failed += 1
+            report.failures.append((user_id, customer_id, exc.message_en))
             log.warning(
                 "reconciliation failed for a customer",
                 extra={"user_id": user_id, "customer": customer_id, "error": exc.code},

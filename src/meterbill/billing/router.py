@@ -9,15 +9,49 @@ from fastapi.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
 from meterbill.billing import plans, service
-from meterbill.billing.schemas import CheckoutOut, PortalOut, StatusOut, WebhookOut
+from meterbill.billing.schemas import CheckoutIn, CheckoutOut, PortalOut, StatusOut, WebhookOut
 from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
+from meterbill.errors import (
+    AlreadyOnPlan,
+    InvalidPayload,
+    InvalidPlan,
+    InvalidSignature,
+    NoPaidSubscription,
+    NoStripeCustomer,
+    PlanChangePaymentFailed,
+    PlanChangeRequired,
+    PriceNotConfigured,
+    SettlementRequired,
+    StripeNotConfigured,
+    StripeUnavailable,
+    WebhookFailed,
+    WebhookNotConfigured,
+)
 from meterbill.invoicing.pdf import render_missing_pdfs
+from meterbill.openapi import raises
 from meterbill.services import Services
 
 router = APIRouter(prefix="/api/v1/billing", tags=["billing"])
 
 
-@router.post("/checkout", response_model=CheckoutOut)
+_CHECKOUT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": CheckoutIn.model_json_schema()}},
+    }
+}
+
+
+@router.post("/checkout", response_model=CheckoutOut, openapi_extra=_CHECKOUT_BODY)
+@raises(
+    InvalidPlan,
+    AlreadyOnPlan,
+    PlanChangeRequired,
+    SettlementRequired,
+    StripeNotConfigured,
+    PriceNotConfigured,
+    StripeUnavailable,
+)
 async def create_checkout(
     request: Request, user: CurrentUser, services: ServicesDep
 ) -> CheckoutOut:
@@ -46,7 +80,17 @@ async def _plan_in(request: Request) -> str:
     return plan if isinstance(plan, str) else ""
 
 
-@router.post("/plan", response_model=StatusOut)
+@router.post("/plan", response_model=StatusOut, openapi_extra=_CHECKOUT_BODY)
+@raises(
+    InvalidPlan,
+    AlreadyOnPlan,
+    NoPaidSubscription,
+    SettlementRequired,
+    PlanChangePaymentFailed,
+    StripeNotConfigured,
+    PriceNotConfigured,
+    StripeUnavailable,
+)
 async def change_plan(request: Request, user: CurrentUser, services: ServicesDep) -> StatusOut:
     """Change the plan of the paid subscription: an upgrade now (prorated, applied once
     paid), a downgrade at the period's end; the plan in effect takes a pending downgrade back."""
@@ -65,6 +109,7 @@ async def change_plan(request: Request, user: CurrentUser, services: ServicesDep
 
 
 @router.post("/cancel", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
 def cancel_subscription(user: CurrentUser, services: ServicesDep) -> StatusOut:
     """Cancel at the period's end (the plan stays until then)."""
     plans.cancel_at_period_end(
@@ -79,12 +124,14 @@ def cancel_subscription(user: CurrentUser, services: ServicesDep) -> StatusOut:
 
 
 @router.post("/cancel/undo", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
 def undo_cancel(user: CurrentUser, services: ServicesDep) -> StatusOut:
     """Take back a cancellation before the period's end."""
     return _undo_cancel(user.user_id, services)
 
 
 @router.delete("/cancel", response_model=StatusOut)
+@raises(NoPaidSubscription, SettlementRequired, StripeNotConfigured, StripeUnavailable)
 def delete_cancel(user: CurrentUser, services: ServicesDep) -> StatusOut:
     """Take back a cancellation before the period's end (same as POST /cancel/undo)."""
     return _undo_cancel(user.user_id, services)
@@ -103,6 +150,7 @@ def _undo_cancel(user_id: str, services: Services) -> StatusOut:
 
 
 @router.post("/portal", response_model=PortalOut)
+@raises(NoStripeCustomer, StripeNotConfigured, StripeUnavailable)
 def create_portal(user: CurrentUser, services: ServicesDep) -> PortalOut:
     """Create a Stripe customer portal session to manage the subscription."""
     return PortalOut(portal_url=service.open_portal(services.db, services.gateway, user.user_id))
@@ -114,7 +162,26 @@ def billing_status(user: CurrentUser, services: ServicesDep) -> StatusOut:
     return service.subscription_status(services.db, user.user_id, services.now())
 
 
-@router.post("/webhook", response_model=WebhookOut)
+_WEBHOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": "A Stripe event, exactly as Stripe sent it (signed bytes).",
+    },
+    "parameters": [
+        {
+            "name": "Stripe-Signature",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Stripe's `t=…,v1=…` signature of the body.",
+        }
+    ],
+}
+
+
+@router.post("/webhook", response_model=WebhookOut, openapi_extra=_WEBHOOK_BODY)
+@raises(InvalidSignature, InvalidPayload, WebhookNotConfigured, WebhookFailed)
 async def stripe_webhook(
     request: Request, services: ServicesDep, background: BackgroundTasks
 ) -> WebhookOut:

@@ -30,6 +30,11 @@ class MeterbillClientError(Exception):
         super().__init__(f"meterbill answered {status}: {body.get('error', body)}")
 
 
+class MeterbillConfigurationError(MeterbillClientError):
+    """meterbill refused the API key (401) or its scope (403): a configuration error that
+    no retry will fix. Fix the key (or its scopes) and restart."""
+
+
 class MeterbillUnavailable(Exception):
     """meterbill could not be reached, or kept failing, after every retry."""
 
@@ -102,6 +107,8 @@ def _outcome(response: httpx.Response) -> dict[str, Any] | None:
         body = response.json()
     except ValueError:
         body = {"error": response.text[:200]}
+    if response.status_code in (401, 403):
+        raise MeterbillConfigurationError(response.status_code, body)
     if response.status_code >= 400 and response.status_code != 429:
         raise MeterbillClientError(response.status_code, body)
     return dict(body) if isinstance(body, dict) else {"body": body}
@@ -127,6 +134,9 @@ def _check_call(user_id: str, metric: str) -> _Call:
 def _consume_call(user_id: str, metric: str, value: int, event_id: str | None) -> _Call:
     body = {"id": event_id or str(uuid.uuid4()), "user_id": user_id, "metric": metric}
     return _Call("POST", "/api/v1/usage/consume", {"json": {**body, "value": value}})
+
+
+_PING = _Call("GET", "/api/v1/usage/ping", {})
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,11 @@ class MeterbillClient:
                 time.sleep(_delay(attempt, self._s.backoff))
         raise MeterbillUnavailable(f"{call.method} {call.path} failed {attempts} time(s)")
 
+    def ping(self, *, retries: int | None = None) -> dict[str, Any]:
+        """Check the key at start-up: `{key, scopes}`; MeterbillConfigurationError when
+        meterbill refuses it, MeterbillUnavailable when meterbill cannot be reached."""
+        return dict(self._call(_PING, retries))
+
     def send_events(
         self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None
     ) -> Ingested:
@@ -270,6 +285,9 @@ class AsyncMeterbillClient:
             if attempt + 1 < attempts:
                 await asyncio.sleep(_delay(attempt, self._s.backoff))
         raise MeterbillUnavailable(f"{call.method} {call.path} failed {attempts} time(s)")
+
+    async def ping(self, *, retries: int | None = None) -> dict[str, Any]:
+        return dict(await self._call(_PING, retries))
 
     async def send_events(
         self, events: Iterable[Mapping[str, Any]], *, retries: int | None = None

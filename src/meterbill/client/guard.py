@@ -20,6 +20,7 @@ from meterbill.client.api import (
     AsyncMeterbillClient,
     MeterbillClient,
     MeterbillClientError,
+    MeterbillConfigurationError,
     MeterbillUnavailable,
     QuotaStatus,
     usage_event,
@@ -72,6 +73,8 @@ class QuotaGuard:
         batch_size: int = 500,
         flush_interval: float = 1.0,
         max_backoff: float = 30.0,
+        check_key: bool = True,
+        buffer_path: str | None = None,
     ) -> None:
         self.metric = metric
         self.cache_seconds = cache_seconds
@@ -83,8 +86,34 @@ class QuotaGuard:
             batch_size=batch_size,
             flush_interval=flush_interval,
             max_backoff=max_backoff,
+            path=buffer_path,
         )
         self._cache: dict[str, _Cached] = {}
+        self._refused = False
+        if check_key:
+            self.check_key()
+
+    def check_key(self) -> None:
+        """The start-up check: a key meterbill refuses (401/403) stops the host now, loudly;
+        meterbill being unreachable is an outage, so the host starts and queues events."""
+        # A longer timeout than a quota check's: a slow answer must not pass for an outage.
+        with MeterbillClient(self._base_url, self._api_key, timeout=10.0, retries=1) as client:
+            self._ping(client)
+
+    def _ping(self, client: MeterbillClient) -> None:
+        try:
+            scopes = client.ping().get("scopes", [])
+            missing = sorted({"ingest", "read"} - set(scopes))
+            if missing:
+                raise MeterbillConfigurationError(
+                    403, {"code": "insufficient_scope", "error": f"key lacks {missing}"}
+                )
+        except MeterbillConfigurationError as exc:
+            log.critical("meterbill refused the API key at start-up: %s", exc)
+            self.buffer.close(timeout=0)
+            raise
+        except MeterbillUnavailable:
+            log.warning("meterbill unreachable at start-up; events will be queued")
 
     def _fresh(self, user_id: str) -> _Cached | None:
         entry = self._cache.get(user_id)
@@ -115,7 +144,7 @@ class QuotaGuard:
             try:
                 status: QuotaStatus | None = await self._async_check.check(user_id, self.metric)
             except (MeterbillUnavailable, MeterbillClientError) as exc:
-                log.warning("meterbill check failed, letting the request through: %s", exc)
+                self._check_failed(exc)
                 status = None
             self._store(user_id, status)
             entry = self._cache[user_id]
@@ -125,8 +154,16 @@ class QuotaGuard:
         try:
             return self._check.check(user_id, self.metric)
         except (MeterbillUnavailable, MeterbillClientError) as exc:
-            log.warning("meterbill check failed, letting the request through: %s", exc)
+            self._check_failed(exc)
             return None
+
+    def _check_failed(self, exc: Exception) -> None:
+        if isinstance(exc, MeterbillConfigurationError):
+            if not self._refused:  # a configuration error: said once, loudly
+                log.critical("meterbill refused the API key's quota check: %s", exc)
+            self._refused = True
+            return
+        log.warning("meterbill check failed, letting the request through: %s", exc)
 
     def record(self, user_id: str, endpoint: str | None) -> None:
         """Queue this request's event and count it in the cached answer."""

@@ -28,7 +28,7 @@ def _write_month_csv(month: str, output: str, write: Callable[[Session, TextIO],
             with open(output, "w", encoding="utf-8", newline="") as out:
                 return write(session, out)
     except InvalidMonth:
-        typer.echo("invalid month: use YYYY-MM", err=True)
+        typer.echo("meterbill: error: invalid month: use YYYY-MM", err=True)
         raise typer.Exit(2) from None
     finally:
         db.dispose()
@@ -60,16 +60,38 @@ def invoices_export(
 
 @invoices_app.command("render")
 def invoices_render(
-    newest: Annotated[int, typer.Option(help="How many recent documents to check.")] = 1000,
+    newest: Annotated[
+        int, typer.Option(help="How many recent documents to check.", min=1, max=1_000_000)
+    ] = 1000,
 ) -> None:
     """Render the PDFs that are missing among the newest documents."""
-    from meterbill.invoicing.pdf import render_missing_pdfs
+    from rich.console import Console
+    from rich.progress import Progress
+    from sqlalchemy import select
+
+    from meterbill.invoicing.models import Invoice
+    from meterbill.invoicing.pdf import ensure_pdf, pdf_file
 
     settings = Settings()
     db = _database(settings)
-    count = render_missing_pdfs(db, settings, newest)
+    with db.reading() as session:
+        documents = session.scalars(select(Invoice).order_by(Invoice.id.desc()).limit(newest)).all()
+        missing = [d.invoice_number for d in documents if not pdf_file(settings, d).is_file()]
+    failed = []
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("rendering PDFs", total=len(missing))
+        for number in missing:
+            try:
+                ensure_pdf(db, settings, number)
+            except Exception as exc:
+                failed.append(f"{number}: {type(exc).__name__}: {exc}".splitlines()[0])
+            progress.advance(task)
     db.dispose()
-    typer.echo(f"{count} PDFs rendered under {settings.invoice_dir}")
+    typer.echo(f"{len(missing) - len(failed)} PDFs rendered under {settings.invoice_dir}")
+    for line in failed:
+        typer.echo(f"meterbill: error: not rendered: {line}", err=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @invoices_app.command("audit")

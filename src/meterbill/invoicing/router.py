@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
+from meterbill.errors import InvoiceNotFound
 from meterbill.invoicing import ledger
 from meterbill.invoicing.einvoice import PROFILE
 from meterbill.invoicing.einvoice.service import XmlFormat, document_xml
@@ -25,6 +26,7 @@ from meterbill.invoicing.schemas import (
     LineOut,
     SellerOut,
 )
+from meterbill.openapi import raises
 
 router = APIRouter(prefix="/api/v1/billing/invoices", tags=["invoices"])
 
@@ -67,6 +69,7 @@ def list_invoices(
 
 
 @router.get("/{number}", response_model=InvoiceOut)
+@raises(InvoiceNotFound)
 def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep) -> InvoiceOut:
     """One invoice or credit note with its lines, seller, buyer and ledger balance."""
     with services.db.reading() as session:
@@ -113,6 +116,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
     response_class=FileResponse,
     responses={200: {"content": {"application/pdf": {}}}},
 )
+@raises(InvoiceNotFound)
 def get_invoice_pdf(
     number: InvoiceNumber, user: CurrentUser, services: ServicesDep
 ) -> FileResponse:
@@ -127,6 +131,7 @@ def get_invoice_pdf(
     response_class=Response,
     responses={200: {"content": {"application/xml": {}}}},
 )
+@raises(InvoiceNotFound)
 def get_invoice_xml(
     number: InvoiceNumber,
     user: CurrentUser,

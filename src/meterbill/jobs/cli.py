@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,14 @@ from rich.table import Table
 
 from meterbill.config import Settings
 from meterbill.db import Database, url_for_display, utcnow
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
 
 jobs_app = typer.Typer(
     help="The job queue: look at jobs and retry parked ones.", no_args_is_help=True
@@ -47,7 +56,7 @@ def worker(
     if burst:
         if schedules:
             runner.tick_schedules()
-        count = runner.run_pending()
+        count = _run_burst(runner, db)
         typer.echo(f"ran {count} job(s)")
         db.dispose()
         return
@@ -58,6 +67,27 @@ def worker(
     typer.echo(f"meterbill worker {runner.id} on {database}", err=True)
     runner.run_forever(stop)
     db.dispose()
+
+
+def _run_burst(runner: Any, db: Database) -> int:
+    """Run the due jobs one by one under a progress bar; how many ran."""
+    from sqlalchemy import func, select
+
+    from meterbill.jobs.models import Job
+
+    with db.reading() as session:
+        due = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.status == "queued", Job.run_at <= utcnow())
+        )
+    count = 0
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("running jobs", total=max(int(due or 0), 1))
+        while ran := runner.run_batch():
+            count += ran
+            progress.update(task, completed=count, total=max(count, int(due or 0)))
+    return count
 
 
 def reconcile(
@@ -79,7 +109,9 @@ def reconcile(
     settings = Settings()
     gateway = StripeGateway(settings)
     if not gateway.configured:
-        typer.echo("STRIPE_SECRET_KEY is not set: nothing to reconcile with", err=True)
+        typer.echo(
+            "meterbill: error: STRIPE_SECRET_KEY is not set: nothing to reconcile with", err=True
+        )
         raise typer.Exit(2)
     db = _database(settings)
     now = utcnow()
@@ -109,6 +141,8 @@ def reconcile(
         f"customers checked: {report.customers}, subscriptions healed: {report.healed}, "
         f"failed: {report.failed}"
     )
+    for user_id, customer_id, cause in report.failures:
+        typer.echo(f"failed: user {user_id} (Stripe customer {customer_id}): {cause}", err=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -116,15 +150,18 @@ def reconcile(
 @jobs_app.command("list")
 def jobs_list(
     failed: Annotated[bool, typer.Option("--failed", help="Only parked (failed) jobs.")] = False,
-    status: Annotated[str | None, typer.Option(help="queued, running, done or failed.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    status: Annotated[
+        JobStatus | None, typer.Option(help="Only jobs in this state.", case_sensitive=False)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=10_000)] = 50,
 ) -> None:
     """List jobs, newest first."""
     from meterbill.jobs.queue import list_jobs
 
     db = _database(Settings())
     with db.reading() as session:
-        rows = list_jobs(session, status="failed" if failed else status, limit=limit)
+        wanted = "failed" if failed else (status.value if status else None)
+        rows = list_jobs(session, status=wanted, limit=limit)
     db.dispose()
     if not rows:
         typer.echo("no jobs" + (" parked" if failed else ""))
@@ -143,7 +180,9 @@ def jobs_list(
 
 
 @jobs_app.command("retry")
-def jobs_retry(job_id: int) -> None:
+def jobs_retry(
+    job_id: Annotated[int, typer.Argument(help="The job's id.", min=1, max=2**63 - 1)],
+) -> None:
     """Put a parked (failed) job back in the queue with a fresh set of attempts."""
     from meterbill.jobs.queue import retry_job
 
@@ -152,13 +191,13 @@ def jobs_retry(job_id: int) -> None:
         done = retry_job(session, job_id, utcnow())
     db.dispose()
     if not done:
-        typer.echo(f"no failed job with id {job_id}", err=True)
+        typer.echo(f"meterbill: error: no failed job with id {job_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"job {job_id} queued again")
 
 
 def demo(
-    users: Annotated[int, typer.Option(help="How many demo users.")] = 40,
+    users: Annotated[int, typer.Option(help="How many demo users.", min=1, max=10_000)] = 40,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
     """Load a realistic demo dataset: users, subscriptions, Stripe events, usage, invoices."""
@@ -182,6 +221,15 @@ def demo(
     finally:
         db.dispose()
     typer.echo(", ".join(f"{key}: {value}" for key, value in summary.items()))
+    last = f"demo-{users:03d}"
+    typer.echo(f"demo users: demo-001 … {last} (loading again adds nothing)")
+    if settings.jwt_secret:
+        typer.echo("a token for one of them: meterbill token demo-001")
+    else:
+        typer.echo(
+            "a token for one of them: set METERBILL_JWT_SECRET (in the environment or "
+            "METERBILL_HOME/.env), then run: meterbill token demo-001"
+        )
 
 
 def register(app: typer.Typer) -> None:

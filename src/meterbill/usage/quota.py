@@ -167,11 +167,11 @@ def check_now(
     (InvalidApiKey otherwise). On PostgreSQL: two statements, no transaction."""
     if db.sqlite:
         with db.reading() as session:
-            verify_api_key(session, api_key)
+            verify_api_key(session, api_key, "read")
             return check_quota(session, catalog, user_id, metric, now)
     _require_metric(catalog, metric)
     with db.autocommit() as raw:
-        api_key_name(raw, api_key)
+        api_key_name(raw, api_key, "read")
         read = read_month(raw, catalog, user_id, month_of(now), now)
     figures = read.totals.get(metric)
     used = aggregate(catalog.meters.get(metric), *figures) if figures else 0
@@ -189,17 +189,17 @@ def consume_now(
     which has one writer at a time, `consume` runs in a transaction behind the write gate."""
     if db.sqlite:
         with WRITE_GATE, db.transaction() as session:
-            verify_api_key(session, api_key)
+            verify_api_key(session, api_key, "ingest")
             consumed = consume(session, catalog, event, now)
     else:
         with db.autocommit() as raw:
-            api_key_name(raw, api_key)
+            api_key_name(raw, api_key, "ingest")
             _require_metric(catalog, event.metric)
             decision = decide_and_record(raw, catalog, event, now)
         consumed = _consumed(db, event, decision, now)
     if consumed.refused:
         quota = consumed.quota
-        raise QuotaExceeded(event.metric, quota.used, quota.limit or 0)
+        raise QuotaExceeded(event.metric, quota.used, quota.limit or 0, now)
     return consumed
 
 

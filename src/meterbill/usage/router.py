@@ -6,19 +6,25 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import (
-    ApiClient,
-    PresentedApiKey,
+    IngestClient,
+    PresentedIngestKey,
+    PresentedReadKey,
     ServicesDep,
     TokenUser,
+    any_api_key,
     register_user,
     user_matches,
 )
+from meterbill.auth.models import ApiKey
+from meterbill.errors import InvalidMonth
+from meterbill.openapi import raises
+from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
 from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
-from meterbill.usage.quota import check_now, consume_now
+from meterbill.usage.quota import HARD_HEADER, SOFT_HEADER, check_now, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, read_consumption
 
@@ -44,6 +50,7 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
         alerts.append(
             {
                 "type": usage.alert,
+                "level": ALERT_LEVELS[usage.alert],
                 "metric": usage.metric,
                 "message": template.format(pct=usage.usage_pct, metric=usage.metric),
                 "current": usage.used,
@@ -51,6 +58,7 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
             }
         )
     return {
+        "alert": alert_header(report),
         "user_id": report.user_id,
         "plan": report.plan,
         "month": report.month,
@@ -68,23 +76,37 @@ def consumption_body(report: Consumption) -> dict[str, Any]:
             "usage_pct": tokens.usage_pct,
         },
         "metrics": {
-            m.metric: {"used": m.used, "limit": m.limit, "usage_pct": m.usage_pct, "alert": m.alert}
+            m.metric: {
+                "used": m.used,
+                "limit": m.limit,
+                "usage_pct": m.usage_pct,
+                "alert": m.alert,
+                "level": ALERT_LEVELS.get(m.alert or ""),
+            }
             for m in report.metrics.values()
         },
         "alerts": alerts,
     }
 
 
+# One vocabulary for alert levels: the seed's `X-Billing-Alert` values. The seed's
+# `alerts[].type` ("soft"/"hard") stays; `level` beside it, the consumption's `alert` and
+# /usage/check's `alert` all say the header's words.
+ALERT_LEVELS = {"soft": SOFT_HEADER, "hard": HARD_HEADER}
+
+
 def alert_header(report: Consumption) -> str | None:
+    """The consumption's alert level: the most severe of its metrics'."""
     levels = {usage.alert for usage in report.metrics.values()}
     if "hard" in levels:
-        return "hard_limit_reached"
+        return HARD_HEADER
     if "soft" in levels:
-        return "soft_limit_warning"
+        return SOFT_HEADER
     return None
 
 
 @router.get("/consumption")
+@raises(InvalidMonth)
 def consumption_status(
     user: TokenUser, services: ServicesDep, response: Response, month: str | None = None
 ) -> dict[str, Any]:
@@ -131,7 +153,10 @@ _EVENTS_BODY = {
 
 
 @metering_router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
-async def ingest_events(request: Request, client: ApiClient, services: ServicesDep) -> IngestAnswer:
+@raises(InvalidUsageBatch, BatchTooLarge)
+async def ingest_events(
+    request: Request, client: IngestClient, services: ServicesDep
+) -> IngestAnswer:
     """Record a batch of up to 10,000 events. `id` is the idempotency key: an event sent
     twice counts once. The batch is validated as a whole first: one bad event gets 422
     naming each bad event's index and reason, and nothing is stored."""
@@ -143,11 +168,19 @@ async def ingest_events(request: Request, client: ApiClient, services: ServicesD
     return IngestAnswer(received=result.received, new=result.new, duplicates=result.duplicates)
 
 
+@metering_router.get("/ping")
+def ping(key: Annotated[ApiKey, Depends(any_api_key)]) -> dict[str, Any]:
+    """Is this API key accepted, and with which scopes? The client middlewares call it at
+    start-up to tell a misconfiguration (401/403) from an outage."""
+    return {"status": "ok", "key": key.name, "scopes": key.scopes.split()}
+
+
 @metering_router.get("/check")
+@raises(UnknownMetric)
 def check_usage(
     user_id: Annotated[str, Query(min_length=1, max_length=255, pattern=NO_NUL)],
     metric: Annotated[str, Query(min_length=1, max_length=64, pattern=NO_NUL)],
-    api_key: PresentedApiKey,
+    api_key: PresentedReadKey,
     services: ServicesDep,
     response: Response,
 ) -> dict[str, Any]:
@@ -160,8 +193,9 @@ def check_usage(
 
 
 @metering_router.post("/consume")
+@raises(UnknownMetric, InvalidUsageBatch, QuotaExceeded)
 def consume_usage(
-    body: ConsumeIn, api_key: PresentedApiKey, services: ServicesDep, response: Response
+    body: ConsumeIn, api_key: PresentedIngestKey, services: ServicesDep, response: Response
 ) -> dict[str, Any]:
     """Check the limit and record the event in one atomic step. When the plan blocks and
     the event would go past the limit: 429, `X-Billing-Alert: hard_limit_reached`, nothing

@@ -44,18 +44,22 @@ def parse_month(text: str) -> tuple[date, date]:
 class MetricUsage:
     metric: str
     used: int
-    limit: int
+    limit: int | None  # None: the plan sets no limit (as in /usage/check)
     usage_pct: float
     alert: str | None  # "soft" | "hard" | None
 
 
 def metric_usage(plan: Plan, metric: str, used: int) -> MetricUsage:
+    """Where `used` stands against the plan's limit, judged as /usage/check judges it: no
+    limit means no alert; a limit of 0 is reached at once."""
     limit = plan.limit(metric)
-    pct = round(used / limit * 100, 1) if limit > 0 else 0.0
+    if limit is None:
+        return MetricUsage(metric, used, None, 0.0, None)
+    pct = round(used / limit * 100, 1) if limit > 0 else 100.0
     alert = None
-    if limit > 0 and used >= limit:
+    if used >= limit:
         alert = "hard"
-    elif limit > 0 and used >= limit * plan.alert_ratio:
+    elif used >= limit * plan.alert_ratio:
         alert = "soft"
     return MetricUsage(metric, used, limit, pct, alert)
 
