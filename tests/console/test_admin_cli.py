@@ -22,7 +22,7 @@ def _create(
     database_url: str, email: str, stdin: str, *flags: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meterbill", "admin", "create", email, *flags],
+        [sys.executable, "-m", "meterbill", "-q", "admin", "create", email, *flags],
         input=stdin,
         env={**os.environ, "METERBILL_DATABASE_URL": database_url},
         capture_output=True,
