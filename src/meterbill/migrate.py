@@ -8,13 +8,29 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from meterbill.usage.partitions import create_partitions_ahead
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: the PostgreSQL advisory lock that lets one process migrate at a time.
 _MIGRATION_LOCK = 7_416_823_311
+
+
+# Migrations are numbered in the order they run. Two revisions that had landed under other
+# ids were renamed; a database stamped with an old id is restamped before upgrading.
+RENAMED_REVISIONS = {"0004_jobs": "0002_jobs", "0002_usage": "0004_usage"}
+
+
+def restamp_renamed_revisions(conn: Connection) -> None:
+    """Rewrite an old revision id in `alembic_version` to the id it has now."""
+    if not inspect(conn).has_table("alembic_version"):
+        return
+    for old, new in RENAMED_REVISIONS.items():
+        conn.execute(
+            text("UPDATE alembic_version SET version_num = :new WHERE version_num = :old"),
+            {"new": new, "old": old},
+        )
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -30,6 +46,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
             try:
+                restamp_renamed_revisions(conn)
+                conn.commit()
                 config = alembic_config(engine)
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
@@ -40,6 +58,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
                 conn.commit()
         return
+    with engine.begin() as conn:
+        restamp_renamed_revisions(conn)
     command.upgrade(alembic_config(engine), revision)
 
 

@@ -24,7 +24,7 @@ class ConsumptionEvent(Base):
     """One usage event as received, kept for audit and for rebuilding totals.
 
     `month` is the first day of the event's UTC month. On PostgreSQL the table is
-    partitioned by it (migration 0012_partitions; its primary key is (id, month)), and an
+    partitioned by it (migration 0011_partitions; its primary key is (id, month)), and an
     event id counts once per user and month. There is no foreign key to `saas_users` (its
     per-row check was a fifth of an ingestion batch's time): the recording statement creates
     the users it needs, and a trigger on `saas_users` deletes a deleted user's events (see

@@ -110,7 +110,7 @@ def month_of(moment: datetime | date) -> str:
 
 
 # The users a batch needs are created by the recording statement itself (there is no
-# per-row foreign key check on consumption_log: see migration 0012_partitions).
+# per-row foreign key check on consumption_log: see migration 0011_partitions).
 _PG_USERS = """
 users AS (
     INSERT INTO saas_users (id, plan, created_at, updated_at)

@@ -2,7 +2,7 @@
 period's end, the schedule that downgrades it) and the downgrade meterbill asked for
 
 Revision ID: 0005_plan_changes
-Revises: 0002_usage
+Revises: 0004_usage
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_plan_changes"
-down_revision: str | None = "0002_usage"
+down_revision: str | None = "0004_usage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """operator console: admin accounts, sessions, audit log, shared secrets; overview indexes
 
 Revision ID: 0010_console
-Revises: 0008_misc
+Revises: 0009_misc
 Create Date: 2026-11-25 18:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_console"
-down_revision: str | None = "0008_misc"
+down_revision: str | None = "0009_misc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

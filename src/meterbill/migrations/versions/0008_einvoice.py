@@ -1,7 +1,7 @@
 """e-invoicing: documents waiting for the seller's identity, VAT categories, the buyer's
 identity, seals (SHA-256 of each document's PDF and XML, chained per series) and audit runs
 
-Revision ID: 0011_einvoice
+Revision ID: 0008_einvoice
 Revises: 0007_usage_limits
 Create Date: 2026-11-25 17:40:00
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011_einvoice"
+revision: str = "0008_einvoice"
 down_revision: str | None = "0007_usage_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

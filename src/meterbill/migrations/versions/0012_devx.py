@@ -2,8 +2,8 @@
 
 Keys made before scopes existed keep every scope, so they work exactly as before.
 
-Revision ID: 0009_devx
-Revises: 0012_partitions
+Revision ID: 0012_devx
+Revises: 0011_partitions
 """
 
 from collections.abc import Sequence
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_devx"
-down_revision: str | None = "0012_partitions"
+revision: str = "0012_devx"
+down_revision: str | None = "0011_partitions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

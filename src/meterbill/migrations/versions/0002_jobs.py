@@ -1,6 +1,6 @@
 """jobs queue, user locale, reconciliation and grace-expiry marks
 
-Revision ID: 0004_jobs
+Revision ID: 0002_jobs
 Revises: 0001
 Create Date: 2026-11-25 12:00:00
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_jobs"
+revision: str = "0002_jobs"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,7 +1,7 @@
 """demo_database: the mark `meterbill demo` leaves on a database made for it
 
-Revision ID: 0008_misc
-Revises: 0011_einvoice
+Revision ID: 0009_misc
+Revises: 0008_einvoice
 Create Date: 2026-11-25 18:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_misc"
-down_revision: str | None = "0011_einvoice"
+revision: str = "0009_misc"
+down_revision: str | None = "0008_einvoice"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """usage metering: the daily peak for `max` meters, monthly totals, and quota alerts
 
-Revision ID: 0002_usage
+Revision ID: 0004_usage
 Revises: 0003_invoicing
 """
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_usage"
+revision: str = "0004_usage"
 down_revision: str | None = "0003_invoicing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

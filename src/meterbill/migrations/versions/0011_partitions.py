@@ -6,7 +6,7 @@ The existing table is renamed, the new one created (on PostgreSQL: partitioned b
 copied with their ids, and the old table dropped: existing databases keep every event and
 the idempotency of every stored id.
 
-Revision ID: 0012_partitions
+Revision ID: 0011_partitions
 Revises: 0010_console
 """
 
@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_partitions"
+revision: str = "0011_partitions"
 down_revision: str | None = "0010_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
