@@ -162,4 +162,4 @@ def _upgrade_sqlite() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0012_partitions cannot be undone: restore a backup instead")
+    raise NotImplementedError("0011_partitions cannot be undone: restore a backup instead")
