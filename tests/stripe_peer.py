@@ -9,7 +9,7 @@ Two halves live in this module:
   - persistence to the fixed ``/tmp/localstripe.pickle`` turned off, so parallel runs never
     share state;
   - extra Stripe API routes answering as Stripe's API reference documents:
-    ``/v1/checkout/sessions`` (create, retrieve, expire), ``/v1/billing_portal/sessions``
+    ``/v1/checkout/sessions`` (create, list, retrieve, expire), ``/v1/billing_portal/sessions``
     (create) and ``/v1/prices`` (create, retrieve, update, list; every recurring price is also
     a localstripe *plan* with the same id, so ``items[0][plan]=<price id>`` subscriptions work);
   - subscriptions answered in today's shape (each item's ``price`` with
@@ -227,6 +227,12 @@ class StripePeer:
     def clear_webhooks(self) -> None:
         """Drop every webhook registration."""
         self._http.delete("/_config/webhooks").raise_for_status()
+
+    def complete_checkout(self, session_id: str) -> httpx.Response:
+        """Pay the Checkout Session as its customer would on Stripe's page (a card that
+        succeeds): a subscription session makes its subscription. Answers the session
+        (200), or 400 when the session is not open (expired or already paid)."""
+        return self._http.post(f"/_config/checkout/sessions/{session_id}/complete")
 
 
 def start_stripe_peer(
@@ -666,6 +672,18 @@ def build_app() -> web.Application:
             "livemode": False,
         }
         store[f"checkout.session:{session_id}"] = session
+        # What paying the session buys (the session object itself shows neither).
+        subscription_data = data.get("subscription_data")
+        store[f"checkout.session_purchase:{session_id}"] = {
+            "items": [
+                {"plan": item.get("price"), "quantity": _to_int(item.get("quantity", 1)) or 1}
+                for item in raw_items
+                if isinstance(item.get("price"), str)
+            ],
+            "metadata": _metadata(
+                subscription_data.get("metadata") if isinstance(subscription_data, dict) else None
+            ),
+        }
         return json_ok(session)
 
     def get_checkout_session(session_id: str) -> _Json | None:
@@ -691,6 +709,74 @@ def build_app() -> web.Application:
                 f'This Checkout Session has a status of "{session["status"]}".',
             )
         session["status"] = "expired"
+        return json_ok(session)
+
+    async def list_checkout_sessions(request: web.Request) -> web.Response:
+        """Newest first, filtered by the documented `customer`, `status`, `subscription`
+        and `payment_intent`, paged by `limit`, `starting_after` and `ending_before`."""
+        params = query(request)
+        sessions = [
+            dict(v)
+            for k, v in store.items()
+            if k.startswith("checkout.session:") and isinstance(v, dict)
+        ]
+        status = params.get("status")
+        if status is not None and status not in ("open", "complete", "expired"):
+            return _stripe_error(
+                400,
+                f"Invalid status: must be one of open, complete, or expired (got {status!r})",
+                param="status",
+            )
+        for name in ("customer", "status", "subscription", "payment_intent"):
+            if name in params:
+                sessions = [s for s in sessions if s.get(name) == params[name]]
+        sessions.reverse()  # newest first, as Stripe lists (the store keeps creation order)
+        ids = [s["id"] for s in sessions]
+        if params.get("starting_after") in ids:
+            sessions = sessions[ids.index(params["starting_after"]) + 1 :]
+        elif params.get("ending_before") in ids:
+            sessions = sessions[: ids.index(params["ending_before"])]
+        limit = _to_int(params.get("limit")) or 10
+        if not 1 <= limit <= 100:
+            return _stripe_error(400, "Invalid limit: must be between 1 and 100", param="limit")
+        return json_ok(
+            {
+                "object": "list",
+                "url": "/v1/checkout/sessions",
+                "has_more": len(sessions) > limit,
+                "data": sessions[:limit],
+            }
+        )
+
+    async def complete_checkout_session(request: web.Request) -> web.Response:
+        """Test control: the customer pays the session on Stripe's hosted page (a card that
+        succeeds), which creates the subscription. An expired or completed session cannot
+        be paid: 400, as the hosted page refuses it."""
+        session_id = request.match_info["id"]
+        session = get_checkout_session(session_id)
+        if session is None:
+            return _no_such("checkout.session", session_id, "session", status=404)
+        if session["status"] != "open":
+            return _stripe_error(
+                400,
+                "This Checkout Session can no longer be paid: its status is "
+                f'"{session["status"]}".',
+            )
+        purchase = store.get(f"checkout.session_purchase:{session_id}") or {}
+        if session["mode"] == "subscription":
+            card = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+            method = ls.PaymentMethod._api_create(type="card", card=card)
+            attached = ls.PaymentMethod._api_attach(method.id, customer=session["customer"])
+            ls.Customer._api_update(
+                session["customer"], invoice_settings={"default_payment_method": attached.id}
+            )
+            sub = ls.Subscription._api_create(
+                customer=session["customer"],
+                items=purchase.get("items") or [],
+                metadata=purchase.get("metadata") or {},
+            )
+            session.update(subscription=sub.id, invoice=sub.latest_invoice)
+        session.update(status="complete", payment_status="paid")
         return json_ok(session)
 
     # -- /v1/billing_portal/sessions -------------------------------------------------------
@@ -1341,6 +1427,7 @@ def build_app() -> web.Application:
     # decide who answers; the tests call each route to make sure.
     router = app.router
     router.add_post("/v1/checkout/sessions", create_checkout_session)
+    router.add_get("/v1/checkout/sessions", list_checkout_sessions)
     router.add_get("/v1/checkout/sessions/{id}", retrieve_checkout_session)
     router.add_post("/v1/checkout/sessions/{id}/expire", expire_checkout_session)
     router.add_post("/v1/billing_portal/sessions", create_portal_session)
@@ -1362,6 +1449,7 @@ def build_app() -> web.Application:
     router.add_delete("/_config/calls", reset_calls)
     router.add_delete("/_config/webhooks", clear_webhooks)
     router.add_delete("/_config/webhooks/{id}", delete_webhook)
+    router.add_post("/_config/checkout/sessions/{id}/complete", complete_checkout_session)
     return app
 
 

@@ -186,6 +186,55 @@ def test_checkout_session(client: stripe.StripeClient) -> None:
     assert expired.status == "expired"
 
 
+def test_checkout_sessions_list_filters_and_expire_refuses_a_paid_session(
+    client: stripe.StripeClient, peer: StripePeer
+) -> None:
+    price = create_price(client)
+    ana, bo = client.v1.customers.create(), client.v1.customers.create()
+
+    def open_session(customer: str) -> stripe.checkout.Session:
+        return client.v1.checkout.sessions.create(
+            params={
+                "customer": customer,
+                "mode": "subscription",
+                "line_items": [{"price": price.id, "quantity": 1}],
+                "success_url": "https://app.example/ok",
+                "subscription_data": {"metadata": {"user_id": "ana"}},
+            }
+        )
+
+    first, second, other = open_session(ana.id), open_session(ana.id), open_session(bo.id)
+    listed = client.v1.checkout.sessions.list({"customer": ana.id, "status": "open"})
+    assert [s.id for s in listed.data] == [second.id, first.id]  # newest first
+    assert client.v1.checkout.sessions.expire(first.id).status == "expired"
+    assert [s.id for s in client.v1.checkout.sessions.list({"status": "open"}).data] == [
+        other.id,
+        second.id,
+    ]
+    expired = client.v1.checkout.sessions.list({"customer": ana.id, "status": "expired"})
+    assert [s.id for s in expired.data] == [first.id]
+    page = client.v1.checkout.sessions.list({"customer": ana.id, "limit": 1})
+    assert [s.id for s in page.data] == [second.id] and page.has_more
+
+    # An expired session cannot be paid; an open one makes its subscription when paid.
+    assert peer.complete_checkout(first.id).status_code == 400
+    paid = peer.complete_checkout(second.id).json()
+    assert (paid["status"], paid["payment_status"]) == ("complete", "paid")
+    subscription = client.v1.subscriptions.retrieve(paid["subscription"])
+    assert subscription.customer == ana.id and subscription.status == "active"
+    assert subscription.metadata.to_dict() == {"user_id": "ana"}
+    by_subscription = client.v1.checkout.sessions.list({"subscription": subscription.id})
+    assert [s.id for s in by_subscription.data] == [second.id]
+
+    # Stripe's reference: expiring a session that is not open is an error.
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.checkout.sessions.expire(second.id)
+    assert refused.value.http_status == 400 and '"complete"' in str(refused.value.user_message)
+    assert peer.complete_checkout(second.id).status_code == 400  # paid once only
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.checkout.sessions.list({"status": "paid"})
+
+
 def test_checkout_session_errors(client: stripe.StripeClient) -> None:
     customer = client.v1.customers.create()
     price = create_price(client)

@@ -236,6 +236,86 @@ class SettlementRequired(MeterbillError):
         )
 
 
+PORTAL_ENDPOINT = "/api/v1/billing/portal"
+STATUS_ENDPOINT = "/api/v1/billing/status"
+
+
+class CheckoutAlreadyCompleted(MeterbillError):
+    """A Checkout Session of this user was paid while another was asked for: the
+    subscription it made is being recorded, and a second one would be billed beside it."""
+
+    status = 409
+    code = "checkout_already_completed"
+    message_fr = (
+        "Un paiement vient d'aboutir pour ce compte : votre abonnement est en cours "
+        "d'activation (GET /api/v1/billing/status)"
+    )
+    message_en = (
+        "A checkout of this account was just paid: your subscription is being activated "
+        "(GET /api/v1/billing/status)"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(body={"details": {"method": "GET", "endpoint": STATUS_ENDPOINT}})
+
+
+class CheckoutSuperseded(MeterbillError):
+    """Two checkouts of one user for different plans raced; the newer session was kept and
+    this request's session expired, so that only one can be paid."""
+
+    status = 409
+    code = "checkout_superseded"
+    message_fr = (
+        "Un autre paiement a été ouvert au même moment pour ce compte : le vôtre est annulé, "
+        "réessayez"
+    )
+    message_en = (
+        "Another checkout was opened for this account at the same moment: yours was "
+        "canceled, try again"
+    )
+
+
+class SubscriptionPaymentPending(MeterbillError):
+    """The first payment of a subscription is still awaited (`incomplete`, Stripe's 23-hour
+    window): paying it would start that subscription, so no second one is sold meanwhile."""
+
+    status = 409
+    code = "subscription_payment_pending"
+    message_fr = (
+        "Le premier paiement de votre abonnement est en attente : finalisez-le depuis le "
+        "portail (POST /api/v1/billing/portal) ou réessayez après {until}"
+    )
+    message_en = (
+        "The first payment of your subscription is pending: complete it from the portal "
+        "(POST /api/v1/billing/portal) or try again after {until}"
+    )
+
+    def __init__(self, until: str) -> None:
+        super().__init__(
+            type(self).message_fr.replace("{until}", until),
+            type(self).message_en.replace("{until}", until),
+            body={"details": {"portal": PORTAL_ENDPOINT, "retry_after": until}},
+        )
+
+
+class SubscriptionPaused(MeterbillError):
+    """The user's subscription is paused (e.g. a trial ended without a payment method):
+    it is resumed through the portal, not replaced by a second one."""
+
+    status = 409
+    code = "subscription_paused"
+    message_fr = (
+        "Votre abonnement est en pause : reprenez-le depuis le portail "
+        "(POST /api/v1/billing/portal)"
+    )
+    message_en = (
+        "Your subscription is paused: resume it from the portal (POST /api/v1/billing/portal)"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(body={"details": {"method": "POST", "endpoint": PORTAL_ENDPOINT}})
+
+
 class NoPaidSubscription(MeterbillError):
     status = 409
     code = "no_paid_subscription"

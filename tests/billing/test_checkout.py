@@ -40,7 +40,8 @@ def test_checkout_answers_the_seed_fields(stripe_service: Service, stripe_peer: 
     ).json()
     customer_id = _customer_ids(stripe_service)[0]
     assert session["customer"] == customer_id and customer_id.startswith("cus_")
-    assert session["metadata"] == {"user_id": "alice", "plan": "premium"}
+    price = stripe_service.settings.stripe_price_premium
+    assert session["metadata"] == {"user_id": "alice", "plan": "premium", "price": price}
     customer = httpx.get(
         f"{stripe_peer.url}/v1/customers/{customer_id}", auth=("sk_test_meterbill", "")
     ).json()

@@ -154,7 +154,9 @@ class StripeGateway:
 
     def create_checkout_session(
         self, *, customer_id: str, user_id: str, plan: str, price_id: str, key: str
-    ) -> tuple[str, str]:
+    ) -> dict[str, Any]:
+        """A Checkout Session selling `price_id`; the session's metadata names the user, the
+        plan and the price (billing.checkout reads them back when it lists sessions)."""
         base = self.settings.app_base_url.rstrip("/")
         metadata = {"user_id": user_id, "plan": plan}
         session = self.call_once(
@@ -167,14 +169,55 @@ class StripeGateway:
                     "success_url": f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
                     "cancel_url": f"{base}/billing/cancel",
                     "client_reference_id": user_id,
-                    "metadata": metadata,
+                    "metadata": {**metadata, "price": price_id},
                     "subscription_data": {"metadata": metadata},
                 },
                 options={"idempotency_key": key},
             ),
             key,
         )
-        return str(session.url), str(session.id)
+        return session.to_dict()
+
+    def list_checkout_sessions(
+        self, customer_id: str, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The customer's Checkout Sessions, newest first (the first 100: every checkout
+        expires the open ones before it, so the open ones are among the newest)."""
+        params: dict[str, Any] = {"customer": customer_id, "limit": 100}
+        if status:
+            params["status"] = status
+        page = self.call(
+            "checkout.sessions.list",
+            lambda c: c.v1.checkout.sessions.list(params),  # type: ignore[arg-type]
+        )
+        return [session.to_dict() for session in page.data]
+
+    def retrieve_checkout_session(self, session_id: str) -> dict[str, Any]:
+        session = self.call(
+            "checkout.sessions.retrieve", lambda c: c.v1.checkout.sessions.retrieve(session_id)
+        )
+        return session.to_dict()
+
+    def expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        """Expire an open session; returns the session as it ends up. Stripe refuses to
+        expire a session that is not open (documented as an error without a code), so a
+        refusal is answered by the session itself: `complete` (paid) or `expired`."""
+        key = f"meterbill-expire-{session_id}"
+
+        def expire(client: stripe.StripeClient) -> Any:
+            try:
+                return client.v1.checkout.sessions.expire(
+                    session_id, options={"idempotency_key": key}
+                )
+            except stripe.InvalidRequestError as exc:
+                if exc.http_status == 400:
+                    return None  # not open (any more): the session says what it is
+                raise
+
+        session = self.call_once("checkout.sessions.expire", expire, key)
+        if session is None:
+            return self.retrieve_checkout_session(session_id)
+        return session.to_dict()  # type: ignore[no-any-return]
 
     def create_portal_session(self, customer_id: str) -> str:
         base = self.settings.app_base_url.rstrip("/")

@@ -13,6 +13,8 @@ from meterbill.billing.schemas import CheckoutIn, CheckoutOut, PortalOut, Status
 from meterbill.billing.webhooks import apply_stripe_event, parse_stripe_event
 from meterbill.errors import (
     AlreadyOnPlan,
+    CheckoutAlreadyCompleted,
+    CheckoutSuperseded,
     InvalidPayload,
     InvalidPlan,
     InvalidSignature,
@@ -24,6 +26,8 @@ from meterbill.errors import (
     SettlementRequired,
     StripeNotConfigured,
     StripeUnavailable,
+    SubscriptionPaused,
+    SubscriptionPaymentPending,
     WebhookFailed,
     WebhookNotConfigured,
 )
@@ -48,6 +52,10 @@ _CHECKOUT_BODY = {
     AlreadyOnPlan,
     PlanChangeRequired,
     SettlementRequired,
+    SubscriptionPaymentPending,
+    SubscriptionPaused,
+    CheckoutAlreadyCompleted,
+    CheckoutSuperseded,
     StripeNotConfigured,
     PriceNotConfigured,
     StripeUnavailable,
@@ -55,7 +63,8 @@ _CHECKOUT_BODY = {
 async def create_checkout(
     request: Request, user: CurrentUser, services: ServicesDep
 ) -> CheckoutOut:
-    """Create a Stripe Checkout session to buy `premium` or `pro` (a first subscription)."""
+    """Create a Stripe Checkout session to buy `premium` or `pro` (a first subscription);
+    the user's other open sessions are expired, so only one can be paid."""
     plan = await _plan_in(request)
     return await run_in_threadpool(
         service.start_checkout,

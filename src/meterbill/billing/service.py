@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from meterbill.auth.models import User
 from meterbill.auth.service import ensure_user
+from meterbill.billing.checkout import open_checkout, refuse_while_pending
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.plans import billed_subscription, refuse_second_subscription
 from meterbill.billing.schemas import CheckoutOut, StatusOut
@@ -32,7 +33,8 @@ def start_checkout(
     plan: str,
     now: datetime,
 ) -> CheckoutOut:
-    """A Stripe Checkout session selling `plan` to a user who pays for no subscription.
+    """The user's one open Stripe Checkout session, selling `plan` to a user who pays for no
+    subscription (billing.checkout expires any other open session of theirs).
 
     Stripe is called outside any database transaction (SQLite has one writer): the
     customer is created under the user's idempotency key, so concurrent checkouts get the
@@ -51,22 +53,26 @@ def start_checkout(
         customer_id = user.stripe_customer_id if user else None
         known_email = user.email if user else None
         billed = billed_subscription(session, user_id)
-    refuse_second_subscription(billed, plan, now)
+        refuse_second_subscription(billed, plan, now)
+        refuse_while_pending(session, user_id, now)
     if customer_id is None:
         created = gateway.create_customer(user_id, email or known_email)
         customer_id = link_customer(db, user_id, email, created)
-    # A retried request within the hour gets the same session (and the same customer).
+    # A retried request within the hour, from the same state, gets the same session.
     marker = f"{billed.row.stripe_subscription_id}-{billed.marker}" if billed else "none"
-    key = (
-        f"meterbill-checkout-{user_id}-{plan}-{price_id}-{customer_id}-{marker}"
-        f"-{int(now.timestamp()) // 3600}"
-    )
-    url, session_id = gateway.create_checkout_session(
-        customer_id=customer_id, user_id=user_id, plan=plan, price_id=price_id, key=key
+    checkout = open_checkout(
+        db,
+        gateway,
+        customer_id=customer_id,
+        user_id=user_id,
+        plan=plan,
+        price_id=price_id,
+        key=f"{user_id}-{plan}-{price_id}-{customer_id}-{marker}-{int(now.timestamp()) // 3600}",
+        now=now,
     )
     return CheckoutOut(
-        checkout_url=url,
-        session_id=session_id,
+        checkout_url=str(checkout["url"]),
+        session_id=str(checkout["id"]),
         plan=plan,
         publishable_key=settings.stripe_publishable_key,
     )
