@@ -43,7 +43,6 @@ from meterbill.errors import (
 REUSE_MARGIN_SECONDS = 3600
 # Stripe keeps an `incomplete` subscription payable for 23 hours, then expires it.
 INCOMPLETE_WINDOW = timedelta(hours=23)
-_REPLAYS = 3
 
 
 def refuse_while_pending(session: Session, user_id: str, now: datetime) -> None:
@@ -83,7 +82,6 @@ def open_checkout(
     sessions = gateway.list_checkout_sessions(customer_id)
     _refuse_paid_unrecorded(db, gateway, sessions)
     reused: dict[str, Any] | None = None
-    expired: list[str] = []
     for other in sessions:
         if other.get("status") != "open":
             continue
@@ -91,11 +89,19 @@ def open_checkout(
             reused = other
             continue
         _expire(gateway, other)
-        expired.append(str(other["id"]))
-    mine = reused or _create(
-        gateway, customer_id, user_id, plan, price_id, _key(key, *sorted(expired))
-    )
-    return _keep_newest(gateway, mine, customer_id, user_id, plan, price_id, now)
+    if reused is None:
+        # The newest session seen names the state: requests made from the same state (the
+        # same request twice at once) share one session; any later one starts from the
+        # session made, so Stripe never replays a session expired since.
+        newest = sessions[0]["id"] if sessions else "none"
+        reused = gateway.create_checkout_session(
+            customer_id=customer_id,
+            user_id=user_id,
+            plan=plan,
+            price_id=price_id,
+            key=_key(key, str(newest)),
+        )
+    return _keep_newest(gateway, reused, customer_id, user_id, plan, price_id, now)
 
 
 def _key(*parts: str) -> str:
@@ -144,26 +150,6 @@ def _refuse_paid_unrecorded(
         subscription = gateway.retrieve_subscription(subscription_id)
         if subscription.get("status") not in FINAL_STATUSES:
             raise CheckoutAlreadyCompleted()
-
-
-def _create(
-    gateway: StripeGateway, customer_id: str, user_id: str, plan: str, price_id: str, key: str
-) -> dict[str, Any]:
-    session = gateway.create_checkout_session(
-        customer_id=customer_id, user_id=user_id, plan=plan, price_id=price_id, key=key
-    )
-    for _ in range(_REPLAYS):
-        if session.get("status") != "expired":
-            break
-        # Stripe replayed its answer to an earlier request with this key, a session
-        # expired since: this request is a new one.
-        key = f"{key}-after-{session['id']}"
-        session = gateway.create_checkout_session(
-            customer_id=customer_id, user_id=user_id, plan=plan, price_id=price_id, key=key
-        )
-    if session.get("status") == "complete":
-        raise CheckoutAlreadyCompleted()
-    return session
 
 
 def _rank(session: dict[str, Any]) -> tuple[int, str]:

@@ -58,7 +58,7 @@ def start_checkout(
     if customer_id is None:
         created = gateway.create_customer(user_id, email or known_email)
         customer_id = link_customer(db, user_id, email, created)
-    # A retried request within the hour, from the same state, gets the same session.
+    # The state the request starts from: the same request twice at once gets one session.
     marker = f"{billed.row.stripe_subscription_id}-{billed.marker}" if billed else "none"
     checkout = open_checkout(
         db,
@@ -67,7 +67,7 @@ def start_checkout(
         user_id=user_id,
         plan=plan,
         price_id=price_id,
-        key=f"{user_id}-{plan}-{price_id}-{customer_id}-{marker}-{int(now.timestamp()) // 3600}",
+        key=f"{user_id}-{plan}-{price_id}-{customer_id}-{marker}",
         now=now,
     )
     return CheckoutOut(
