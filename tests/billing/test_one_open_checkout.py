@@ -131,7 +131,9 @@ def test_two_checkouts_for_different_plans_at_once_leave_one_open_session(
     headers = stripe_service.auth("eve")
     # The customer exists (its first session expired), and sessions are slow to create, so
     # both requests see no open session and each creates one.
+    stripe_service.clock.fixed = datetime.now(UTC) - timedelta(hours=2)
     first = stripe_service.client.post(CHECKOUT, json={"plan": "premium"}, headers=headers)
+    stripe_service.clock.fixed = None
     customer = status(stripe_service, "eve")["stripe_customer_id"]
     expired = f"/v1/checkout/sessions/{first.json()['session_id']}/expire"
     assert httpx.post(f"{stripe_peer.url}{expired}", auth=KEY).status_code == 200
