@@ -269,6 +269,24 @@ class StripeGateway:
             )
         )
 
+    def retrieve_invoice(self, invoice_id: str) -> dict[str, Any]:
+        invoice = self.call("invoices.retrieve", lambda c: c.v1.invoices.retrieve(invoice_id))
+        return invoice.to_dict(for_json=True)
+
+    def refund_payment(
+        self, payment_intent: str, metadata: dict[str, str], key: str
+    ) -> dict[str, Any]:
+        """Refund a payment in full (once per key, however often asked)."""
+        refund = self.call_once(
+            "refunds.create",
+            lambda c: c.v1.refunds.create(
+                {"payment_intent": payment_intent, "metadata": metadata},
+                options={"idempotency_key": key},
+            ),
+            key,
+        )
+        return refund.to_dict(for_json=True)
+
     def retrieve_price(self, price_id: str) -> dict[str, Any]:
         price = self.call("prices.retrieve", lambda c: c.v1.prices.retrieve(price_id))
         return price.to_dict()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
 from meterbill.billing.dispatch import APPLY_ORDER, HANDLERS
+from meterbill.billing.duplicates import cancel_duplicate_subscriptions
 from meterbill.billing.event_context import EventContext
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent
@@ -87,7 +88,7 @@ def apply_stripe_event(
     the whole event back and raises WebhookFailed (500), so that Stripe delivers it again.
     """
     try:
-        return read_then_write(
+        outcome = read_then_write(
             gateway, lambda reads: _record_and_apply(db, settings, catalog, reads, event, now)
         )
     except Exception as exc:
@@ -96,6 +97,39 @@ def apply_stripe_event(
             extra={"event_id": event["id"], "event_type": event["type"]},
         )
         raise WebhookFailed() from exc
+    if outcome in ("applied", "rejected") and event["type"] in REVEALING_EVENTS:
+        _cancel_duplicates(db, settings, catalog, gateway, event, now)
+    return outcome
+
+
+# Events that can make a subscription live: a second one beside a live one is canceled.
+REVEALING_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "checkout.session.completed",
+)
+
+
+def _cancel_duplicates(
+    db: Database,
+    settings: Settings,
+    catalog: Catalog,
+    gateway: StripeGateway,
+    event: dict[str, Any],
+    now: datetime,
+) -> None:
+    """After the event's commit, with no transaction open: a failure here leaves the event
+    applied (Stripe need not send it again) and the `duplicates` schedule tries again."""
+    with db.reading() as session:
+        user_id = session.scalars(
+            select(BillingEvent.user_id).where(BillingEvent.stripe_event_id == event["id"])
+        ).one_or_none()
+    if user_id is None:
+        return
+    try:
+        cancel_duplicate_subscriptions(db, settings, catalog, gateway, user_id, now)
+    except Exception:
+        log.exception("second subscription not canceled yet", extra={"user_id": user_id})
 
 
 def _record_and_apply(

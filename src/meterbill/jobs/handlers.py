@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from meterbill.billing.duplicates import cancel_duplicate_subscriptions, users_with_duplicates
 from meterbill.billing.grace import expire_grace_periods
 from meterbill.billing.reconcile import reconcile
 from meterbill.billing.retention import prune_billing_events
@@ -50,6 +51,20 @@ def apply_kept_stripe_events(ctx: JobContext) -> int:
     return apply_kept_events(ctx.db, ctx.settings, ctx.catalog, ctx.gateway, ctx.now)
 
 
+def cancel_duplicates(ctx: JobContext) -> int:
+    """Second live subscriptions left by a Stripe failure after their webhook."""
+    if not ctx.gateway.configured:
+        return 0
+    canceled = 0
+    for user_id in users_with_duplicates(ctx.db):
+        canceled += len(
+            cancel_duplicate_subscriptions(
+                ctx.db, ctx.settings, ctx.catalog, ctx.gateway, user_id, ctx.now
+            )
+        )
+    return canceled
+
+
 def prune(ctx: JobContext) -> dict[str, int]:
     with ctx.db.transaction() as session:
         events = prune_billing_events(
@@ -81,5 +96,6 @@ HANDLERS: dict[str, Handler] = {
     "schedule.reconcile": reconcile_with_stripe,
     "schedule.prune": prune,
     "schedule.kept_events": apply_kept_stripe_events,
+    "schedule.duplicates": cancel_duplicates,
     "schedule.pending_invoices": issue_waiting_documents,
 }

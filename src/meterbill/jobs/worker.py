@@ -58,6 +58,7 @@ SCHEDULES = (
     Schedule("reconcile", timedelta(hours=1)),
     Schedule("prune", timedelta(days=1)),
     Schedule("kept_events", timedelta(minutes=5)),
+    Schedule("duplicates", timedelta(minutes=5)),
     Schedule("pending_invoices", timedelta(minutes=1)),
 )
 

@@ -1,0 +1,150 @@
+"""Defence in depth: should a second live subscription appear beside the first (two sessions
+paid in the same second), the webhook revealing it cancels it at Stripe and refunds what it
+charged, once; the user stays on the first plan."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import stripe
+from sqlalchemy import select
+
+from meterbill.billing.duplicates import (
+    DUPLICATE_EVENT,
+    cancel_duplicate_subscriptions,
+    users_with_duplicates,
+)
+from meterbill.billing.models import BillingEvent
+from meterbill.billing.service import link_customer
+from meterbill.config import load_catalog
+from tests import stripe_events as se
+from tests.billing.helpers import status
+from tests.conftest import Service
+from tests.stripe_peer import StripePeer
+
+KEY = ("sk_test_meterbill", "")
+
+
+def _client(peer: StripePeer) -> stripe.StripeClient:
+    return stripe.StripeClient(KEY[0], base_addresses={"api": peer.url}, max_network_retries=0)
+
+
+def _paid_session(service: Service, peer: StripePeer, customer: str, plan: str) -> dict[str, Any]:
+    """A session made and paid at Stripe, as by a request that raced the other one."""
+    price = getattr(service.settings, f"stripe_price_{plan}")
+    metadata = {"user_id": "ivy", "plan": plan}
+    session = _client(peer).v1.checkout.sessions.create(
+        {
+            "customer": customer,
+            "mode": "subscription",
+            "line_items": [{"price": price, "quantity": 1}],
+            "success_url": "https://app.example/ok",
+            "metadata": metadata,
+            "subscription_data": {"metadata": metadata},
+        }
+    )
+    paid = peer.complete_checkout(session.id)
+    assert paid.status_code == 200, paid.text
+    return paid.json()  # type: ignore[no-any-return]
+
+
+def _completed(service: Service, session: dict[str, Any]) -> httpx.Response:
+    return service.post_event(se.event("checkout.session.completed", session))
+
+
+def _refunds(peer: StripePeer, payment_intent: str) -> list[dict[str, Any]]:
+    intent = _client(peer).v1.payment_intents.retrieve(payment_intent).to_dict()
+    charge = intent.get("latest_charge")
+    refunds = [r.to_dict() for r in _client(peer).v1.refunds.list({"limit": 100}).data]
+    return [
+        r
+        for r in refunds
+        if r.get("payment_intent") == payment_intent or (charge and r.get("charge") == charge)
+    ]
+
+
+def _duplicate_records(service: Service) -> list[dict[str, Any]]:
+    with service.db.reading() as session:
+        rows = session.scalars(
+            select(BillingEvent.payload).where(BillingEvent.event_type == DUPLICATE_EVENT)
+        ).all()
+    return [json.loads(row or "{}") for row in rows]
+
+
+def _customer(service: Service, peer: StripePeer) -> str:
+    customer = _client(peer).v1.customers.create({"metadata": {"user_id": "ivy"}}).id
+    link_customer(service.db, "ivy", None, customer)
+    return customer
+
+
+def test_a_second_subscription_is_canceled_and_refunded_once(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    customer = _customer(stripe_service, stripe_peer)
+    first = _paid_session(stripe_service, stripe_peer, customer, "premium")
+    second = _paid_session(stripe_service, stripe_peer, customer, "pro")
+    assert _completed(stripe_service, first).json()["outcome"] == "applied"
+    assert status(stripe_service, "ivy")["plan"] == "premium"
+
+    event = se.event("checkout.session.completed", second)
+    response = stripe_service.post_event(event)
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+
+    client = _client(stripe_peer)
+    assert client.v1.subscriptions.retrieve(first["subscription"]).status == "active"
+    assert client.v1.subscriptions.retrieve(second["subscription"]).status == "canceled"
+    invoice = client.v1.invoices.retrieve(second["invoice"])
+    (refund,) = _refunds(stripe_peer, str(invoice.payment_intent))
+    assert refund["amount"] == 2900 and refund["status"] == "succeeded"
+    body = status(stripe_service, "ivy")
+    assert body["plan"] == "premium" and body["stripe_subscription_id"] == first["subscription"]
+    assert _duplicate_records(stripe_service) == [
+        {
+            "kept": first["subscription"],
+            "canceled": second["subscription"],
+            "refund": refund["id"],
+            "refunded_amount": 2900,
+            "currency": "eur",
+        }
+    ]
+    # Stripe delivers it again, and the subscription's own event arrives: nothing more.
+    assert stripe_service.post_event(event).json()["outcome"] == "duplicate"
+    sub = client.v1.subscriptions.retrieve(second["subscription"]).to_dict()
+    again = stripe_service.post_event(se.event("customer.subscription.created", sub))
+    assert again.status_code == 200
+    assert len(_refunds(stripe_peer, str(invoice.payment_intent))) == 1
+    assert users_with_duplicates(stripe_service.db) == []
+
+
+def test_a_stripe_failure_leaves_the_event_applied_and_the_schedule_cancels_later(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    customer = _customer(stripe_service, stripe_peer)
+    first = _paid_session(stripe_service, stripe_peer, customer, "premium")
+    second = _paid_session(stripe_service, stripe_peer, customer, "pro")
+    assert _completed(stripe_service, first).status_code == 200
+    stripe_peer.fail(f"/v1/subscriptions/{second['subscription']}", status=500, method="DELETE")
+    response = _completed(stripe_service, second)
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    assert users_with_duplicates(stripe_service.db) == ["ivy"]
+    stripe_peer.clear_failures()
+
+    settings = stripe_service.settings
+    from meterbill.billing.gateway import StripeGateway
+
+    canceled = cancel_duplicate_subscriptions(
+        stripe_service.db,
+        settings,
+        load_catalog(settings),
+        StripeGateway(settings),
+        "ivy",
+        stripe_service.clock(),
+    )
+    assert canceled == [second["subscription"]]
+    assert _client(stripe_peer).v1.subscriptions.retrieve(second["subscription"]).status == (
+        "canceled"
+    )
+    assert status(stripe_service, "ivy")["plan"] == "premium"
+    assert users_with_duplicates(stripe_service.db) == []
