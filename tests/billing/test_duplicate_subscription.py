@@ -16,6 +16,7 @@ from meterbill.billing.duplicates import (
     cancel_duplicate_subscriptions,
     users_with_duplicates,
 )
+from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent
 from meterbill.billing.service import link_customer
 from meterbill.config import load_catalog
@@ -132,8 +133,6 @@ def test_a_stripe_failure_leaves_the_event_applied_and_the_schedule_cancels_late
     stripe_peer.clear_failures()
 
     settings = stripe_service.settings
-    from meterbill.billing.gateway import StripeGateway
-
     canceled = cancel_duplicate_subscriptions(
         stripe_service.db,
         settings,
@@ -148,3 +147,30 @@ def test_a_stripe_failure_leaves_the_event_applied_and_the_schedule_cancels_late
     )
     assert status(stripe_service, "ivy")["plan"] == "premium"
     assert users_with_duplicates(stripe_service.db) == []
+
+
+def test_a_duplicate_already_ended_at_stripe_is_recorded_not_refunded(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    """Its cancellation's event lost: Stripe's answer is recorded, nothing is refunded."""
+    customer = _customer(stripe_service, stripe_peer)
+    first = _paid_session(stripe_service, stripe_peer, customer, "premium")
+    second = _paid_session(stripe_service, stripe_peer, customer, "pro")
+    assert _completed(stripe_service, first).status_code == 200
+    stripe_peer.fail(f"/v1/subscriptions/{second['subscription']}", status=500, method="DELETE")
+    assert _completed(stripe_service, second).status_code == 200
+    stripe_peer.clear_failures()
+    _client(stripe_peer).v1.subscriptions.cancel(second["subscription"])  # no webhook sent
+    settings = stripe_service.settings
+    canceled = cancel_duplicate_subscriptions(
+        stripe_service.db,
+        settings,
+        load_catalog(settings),
+        StripeGateway(settings),
+        "ivy",
+        stripe_service.clock(),
+    )
+    assert canceled == [] and users_with_duplicates(stripe_service.db) == []
+    invoice = _client(stripe_peer).v1.invoices.retrieve(second["invoice"])
+    assert _refunds(stripe_peer, str(invoice.payment_intent)) == []
+    assert status(stripe_service, "ivy")["plan"] == "premium"

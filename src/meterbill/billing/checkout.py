@@ -79,7 +79,9 @@ def open_checkout(
 ) -> dict[str, Any]:
     """The one open Checkout Session of the user, selling `plan` at `price_id`; every other
     open session of the user is expired. `key` names the state the request started from."""
-    sessions = gateway.list_checkout_sessions(customer_id)
+    # Only subscription sessions: a one-off payment the SaaS sells through the same
+    # customer is none of checkout's business.
+    sessions = _subscription_sessions(gateway.list_checkout_sessions(customer_id))
     _refuse_paid_unrecorded(db, gateway, sessions)
     reused: dict[str, Any] | None = None
     for other in sessions:
@@ -102,6 +104,10 @@ def open_checkout(
             key=_key(key, str(newest)),
         )
     return _keep_newest(gateway, reused, customer_id, user_id, plan, price_id, now)
+
+
+def _subscription_sessions(sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [session for session in sessions if session.get("mode") == "subscription"]
 
 
 def _key(*parts: str) -> str:
@@ -166,7 +172,7 @@ def _keep_newest(
     now: datetime,
 ) -> dict[str, Any]:
     """Settle a race with another checkout of the user: the newest open session stays."""
-    open_now = gateway.list_checkout_sessions(customer_id, status="open")
+    open_now = _subscription_sessions(gateway.list_checkout_sessions(customer_id, status="open"))
     if not open_now:
         raise CheckoutSuperseded()  # mine was expired by a request whose create failed
     newest = max(open_now, key=_rank)

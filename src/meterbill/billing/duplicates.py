@@ -30,6 +30,7 @@ from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.billing.plans import BILLED_STATUSES, record_answer
 from meterbill.billing.stripe_objects import invoice_payment_intent
+from meterbill.billing.subscriptions import FINAL_STATUSES
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, insert_for
 
@@ -73,7 +74,14 @@ def cancel_duplicate_subscriptions(
         kept, extra = duplicates_of(session, user_id)
     if not extra or not gateway.configured:
         return []
+    canceled: list[str] = []
     for subscription_id in extra:
+        current = gateway.fetch_subscription(subscription_id)
+        if current.object.get("status") in FINAL_STATUSES:
+            # Ended at Stripe already (e.g. an `incomplete` one expired), its event lost or
+            # late: record what Stripe says; nothing to cancel or refund.
+            record_answer(db, catalog, settings, user_id, current, now)
+            continue
         answer = gateway.cancel_subscription_now(
             subscription_id, f"meterbill-duplicate-cancel-{subscription_id}"
         )
@@ -89,7 +97,8 @@ def cancel_duplicate_subscriptions(
                 "refund": refund.get("id") if refund else None,
             },
         )
-    return extra
+        canceled.append(subscription_id)
+    return canceled
 
 
 def _refund_latest_invoice(
