@@ -11,15 +11,14 @@ import httpx
 import stripe
 from sqlalchemy import select
 
-from meterbill.billing.duplicates import (
-    DUPLICATE_EVENT,
-    cancel_duplicate_subscriptions,
-    users_with_duplicates,
-)
+from meterbill.billing.duplicates import DUPLICATE_EVENT, users_with_duplicates
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent
 from meterbill.billing.service import link_customer
 from meterbill.config import load_catalog
+from meterbill.jobs.handlers import HANDLERS
+from meterbill.jobs.queue import ClaimedJob
+from meterbill.jobs.worker import JobContext
 from tests import stripe_events as se
 from tests.billing.helpers import status
 from tests.conftest import Service
@@ -119,58 +118,50 @@ def test_a_second_subscription_is_canceled_and_refunded_once(
     assert users_with_duplicates(stripe_service.db) == []
 
 
+def _two_live(service: Service, peer: StripePeer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two paid sessions recorded; Stripe failed to cancel the second when its event came."""
+    customer = _customer(service, peer)
+    first = _paid_session(service, peer, customer, "premium")
+    second = _paid_session(service, peer, customer, "pro")
+    assert _completed(service, first).status_code == 200
+    peer.fail(f"/v1/subscriptions/{second['subscription']}", status=500, method="DELETE")
+    response = _completed(service, second)
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    peer.clear_failures()
+    return first, second
+
+
+def _run_schedule(service: Service) -> int:
+    """The worker's `duplicates` schedule, run once."""
+    settings = service.settings
+    job = ClaimedJob(0, "schedule.duplicates", {}, None, 1, 1, "test")
+    context = JobContext(
+        service.db, settings, load_catalog(settings), StripeGateway(settings), job, service.clock()
+    )
+    return int(HANDLERS["schedule.duplicates"](context))
+
+
 def test_a_stripe_failure_leaves_the_event_applied_and_the_schedule_cancels_later(
     stripe_service: Service, stripe_peer: StripePeer
 ) -> None:
-    customer = _customer(stripe_service, stripe_peer)
-    first = _paid_session(stripe_service, stripe_peer, customer, "premium")
-    second = _paid_session(stripe_service, stripe_peer, customer, "pro")
-    assert _completed(stripe_service, first).status_code == 200
-    stripe_peer.fail(f"/v1/subscriptions/{second['subscription']}", status=500, method="DELETE")
-    response = _completed(stripe_service, second)
-    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    _, second = _two_live(stripe_service, stripe_peer)
     assert users_with_duplicates(stripe_service.db) == ["ivy"]
-    stripe_peer.clear_failures()
-
-    settings = stripe_service.settings
-    canceled = cancel_duplicate_subscriptions(
-        stripe_service.db,
-        settings,
-        load_catalog(settings),
-        StripeGateway(settings),
-        "ivy",
-        stripe_service.clock(),
-    )
-    assert canceled == [second["subscription"]]
-    assert _client(stripe_peer).v1.subscriptions.retrieve(second["subscription"]).status == (
-        "canceled"
-    )
+    assert _run_schedule(stripe_service) == 1
+    subscription = _client(stripe_peer).v1.subscriptions.retrieve(second["subscription"])
+    assert subscription.status == "canceled"
     assert status(stripe_service, "ivy")["plan"] == "premium"
     assert users_with_duplicates(stripe_service.db) == []
+    assert _run_schedule(stripe_service) == 0
 
 
 def test_a_duplicate_already_ended_at_stripe_is_recorded_not_refunded(
     stripe_service: Service, stripe_peer: StripePeer
 ) -> None:
     """Its cancellation's event lost: Stripe's answer is recorded, nothing is refunded."""
-    customer = _customer(stripe_service, stripe_peer)
-    first = _paid_session(stripe_service, stripe_peer, customer, "premium")
-    second = _paid_session(stripe_service, stripe_peer, customer, "pro")
-    assert _completed(stripe_service, first).status_code == 200
-    stripe_peer.fail(f"/v1/subscriptions/{second['subscription']}", status=500, method="DELETE")
-    assert _completed(stripe_service, second).status_code == 200
-    stripe_peer.clear_failures()
+    _, second = _two_live(stripe_service, stripe_peer)
     _client(stripe_peer).v1.subscriptions.cancel(second["subscription"])  # no webhook sent
-    settings = stripe_service.settings
-    canceled = cancel_duplicate_subscriptions(
-        stripe_service.db,
-        settings,
-        load_catalog(settings),
-        StripeGateway(settings),
-        "ivy",
-        stripe_service.clock(),
-    )
-    assert canceled == [] and users_with_duplicates(stripe_service.db) == []
+    assert _run_schedule(stripe_service) == 0
+    assert users_with_duplicates(stripe_service.db) == []
     invoice = _client(stripe_peer).v1.invoices.retrieve(second["invoice"])
     assert _refunds(stripe_peer, str(invoice.payment_intent)) == []
     assert status(stripe_service, "ivy")["plan"] == "premium"
