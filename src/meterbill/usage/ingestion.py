@@ -10,7 +10,7 @@ import orjson
 
 from meterbill.config import Catalog
 from meterbill.db import Database
-from meterbill.usage.alerts import alerts_for, record_alerts
+from meterbill.usage.alerts import alerts_for, record_alerts, recorded_alerts
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch
 from meterbill.usage.recording import BIGINT_MAX, WRITE_GATE, UsageEvent, record_usage
 
@@ -146,9 +146,12 @@ def parse_timestamp(value: Any) -> datetime:
 
 def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: datetime) -> IngestResult:
     """Record a validated batch and the alerts it caused, in one transaction."""
+    seen = recorded_alerts(db)
     with WRITE_GATE, db.transaction() as session:
         recorded = record_usage(session, events, now)
-        alerts = record_alerts(session, alerts_for(session, catalog, recorded.months, now), now)
+        found = seen.unseen(alerts_for(session, catalog, recorded.months, now))
+        alerts = record_alerts(session, found, now)
+    seen.remember(found)  # committed: skipped by this process's next batches
     return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)
 
 
