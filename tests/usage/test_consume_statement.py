@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import product
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from meterbill.billing.models import Subscription
 from meterbill.billing.subscriptions import current_subscription, effective_plan
 from meterbill.db import IDLE_PING_SECONDS
-from tests.usage.conftest import Metering
+from meterbill.usage.models import UsageAlert
+from tests.usage.conftest import Metering, event
 
 STATUSES = (
     "active",
@@ -29,10 +30,10 @@ STATUSES = (
 )
 
 
-def test_the_plan_in_effect_is_the_one_effective_plan_gives(metering: Metering) -> None:
-    now = datetime.now(UTC)
+def _subscriptions_of_every_kind(metering: Metering, now: datetime) -> dict[str, str]:
+    """Users with an older and a newer subscription, every pair of statuses and graces;
+    each user's plan in effect as `effective_plan` gives it."""
     graces = (None, now + timedelta(days=1), now - timedelta(days=1))
-    # Each user: an older subscription and a newer one, every pair of statuses and graces.
     cases = list(product(STATUSES, STATUSES, graces))
     with metering.service.db.transaction() as session:
         for n, (older, newer, grace) in enumerate(cases):
@@ -56,15 +57,34 @@ def test_the_plan_in_effect_is_the_one_effective_plan_gives(metering: Metering) 
                         grace_period_end=grace,
                     )
                 )
-    wrong = []
     with metering.service.db.reading() as session:
-        for n, case in enumerate(cases):
-            user = f"plan-{n}"
-            expected = effective_plan(current_subscription(session, user), now)
-            answered = metering.check(user).json()["plan"]
-            if answered != expected:
-                wrong.append((case, expected, answered))
-    assert wrong == []
+        return {
+            f"plan-{n}": effective_plan(current_subscription(session, f"plan-{n}"), now)
+            for n in range(len(cases))
+        }
+
+
+def test_the_plan_in_effect_is_the_one_effective_plan_gives(metering: Metering) -> None:
+    expected = _subscriptions_of_every_kind(metering, datetime.now(UTC))
+    answered = {user: metering.check(user).json()["plan"] for user in expected}
+    assert answered == expected
+
+
+def test_ingestion_alerts_on_the_limit_of_the_plan_effective_plan_gives(
+    make_metering: Callable[..., Metering],
+) -> None:
+    # Each plan its own limit: the limit an alert names tells which plan it was decided on
+    # (on PostgreSQL the recording statement resolves the plans, on SQLite `plans_of`).
+    limits = {"free": 10, "premium": 100, "pro": 1000}
+    metering = make_metering(**{f"limit_{plan}_api_calls": n for plan, n in limits.items()})
+    expected = _subscriptions_of_every_kind(metering, datetime.now(UTC))
+    assert metering.send([event(user, value=5_000) for user in expected]).status_code == 202
+    with metering.service.db.reading() as session:
+        rows = session.execute(select(UsageAlert.user_id, UsageAlert.limit)).all()
+    alerted: dict[str, set[int]] = {}
+    for user, limit in rows:
+        alerted.setdefault(user, set()).add(limit)
+    assert alerted == {user: {limits[plan]} for user, plan in expected.items()}
 
 
 def test_concurrent_consumes_with_one_id_count_once(metering: Metering) -> None:

@@ -222,3 +222,15 @@ def test_a_downgrade_alerts_on_the_next_ingested_event(
     _end_subscription(metering, "xena")
     metering.send([event("xena", value=0)])  # 9 of 10: the soft threshold only
     assert _alerts(metering, "xena") == [("soft", 10, 9)]
+
+
+def test_what_a_process_remembers_of_one_database_s_alerts_hides_none_of_another_s(
+    make_metering: Callable[..., Metering],
+) -> None:
+    # Ingestion skips the alerts its process saw recorded; two databases served by one
+    # process (as here) each get their own alerts for the same user.
+    for _ in range(2):
+        metering = make_metering(limit_free_api_calls=10)
+        metering.send([event("wendy", value=10)])
+        metering.send([event("wendy", value=1)])
+        assert _alerts(metering, "wendy") == [("soft", 10, 10), ("hard", 10, 10)]

@@ -45,6 +45,28 @@ from meterbill.notify.service import notify_plan_changed
 
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 PAYING_STATUSES = ("active", "trialing")
+
+
+def _quoted(values: tuple[str, ...]) -> str:
+    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+
+
+def plan_of_user_sql(user: str, now: str) -> str:
+    """`effective_plan(current_subscription(...))` as a scalar SQL subquery (PostgreSQL):
+    the newest live subscription of `user` (else the newest ended one); its plan while it
+    is paid for (or past due within its grace period), else free; NULL when the user has no
+    subscription. `user` and `now` are SQL expressions (a column, a placeholder), never
+    values. One index range read, no fold; tests/usage/test_consume_statement.py holds it
+    to the Python rule."""
+    return f"""
+    SELECT CASE WHEN s.status IN ({_quoted(PAYING_STATUSES)})
+                  OR (s.status = 'past_due' AND s.grace_period_end > {now})
+           THEN s.plan ELSE 'free' END AS name
+    FROM saas_subscriptions s WHERE s.user_id = {user}
+    ORDER BY s.status IN ({_quoted(LIVE_STATUSES)}) DESC, s.start_date DESC, s.id DESC
+    LIMIT 1"""  # noqa: S608
+
+
 FINAL_STATUSES = ("canceled", "incomplete_expired")
 # A failed payment makes these past due; the others stay as they are (an incomplete
 # subscription stays incomplete: it was never paid for).

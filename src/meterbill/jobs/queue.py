@@ -47,6 +47,17 @@ class ClaimedJob:
     token: str
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue (see `enqueue`)."""
+
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
 def enqueue(
     session: Session,
     kind: str,
@@ -61,28 +72,47 @@ def enqueue(
     With a ``dedupe_key`` the job is created once per key; a second enqueue with the same
     key does nothing and returns None. Returns the new job's id otherwise.
     """
+    row = _row(NewJob(kind, payload, dedupe_key, run_at, max_attempts), utcnow())
+    statement = (
+        insert_for(session)(Job)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(Job.id)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def enqueue_many(session: Session, jobs: list[NewJob]) -> int:
+    """`enqueue` for several jobs in one statement (one round trip per thousand jobs);
+    returns how many were new."""
+    if not jobs:
+        return 0
     now = utcnow()
+    statement = (
+        insert_for(session)(Job)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(Job.id)
+    )
+    return len(session.execute(statement, [_row(job, now) for job in jobs]).all())
+
+
+def _row(job: NewJob, now: datetime) -> dict[str, Any]:
+    dedupe_key = job.dedupe_key
     if dedupe_key is not None and len(dedupe_key) > DEDUPE_KEY_LENGTH:
         # Keys name their cause (a user id may be 255 characters long): keep a readable
         # head and make the rest a digest, still one key per cause.
         digest = hashlib.sha256(dedupe_key.encode()).hexdigest()
         dedupe_key = f"{dedupe_key[: DEDUPE_KEY_LENGTH - 72]}…sha256:{digest}"
-    statement = (
-        insert_for(session)(Job)
-        .values(
-            kind=kind,
-            payload=json.dumps(payload, separators=(",", ":"), default=str),
-            dedupe_key=dedupe_key,
-            status="queued",
-            attempts=0,
-            max_attempts=max_attempts,
-            run_at=run_at or now,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(Job.id)
-    )
-    return session.execute(statement).scalar_one_or_none()
+    return {
+        "kind": job.kind,
+        "payload": json.dumps(job.payload, separators=(",", ":"), default=str),
+        "dedupe_key": dedupe_key,
+        "status": "queued",
+        "attempts": 0,
+        "max_attempts": job.max_attempts,
+        "run_at": job.run_at or now,
+        "created_at": now,
+    }
 
 
 def backoff(attempt: int) -> timedelta:

@@ -8,6 +8,7 @@ to the user's address at that moment.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.pdf import ensure_pdf
-from meterbill.jobs.queue import ClaimedJob, PermanentJobError, enqueue
+from meterbill.jobs.queue import ClaimedJob, NewJob, PermanentJobError, enqueue, enqueue_many
 from meterbill.notify import templates
 from meterbill.notify.email import (
     build_message,
@@ -28,7 +29,7 @@ from meterbill.notify.email import (
     message_id_for,
     send_message,
 )
-from meterbill.notify.webhooks import emit_webhook
+from meterbill.notify.webhooks import emit_webhook, webhook_job
 
 log = logging.getLogger("meterbill.notify")
 EMAIL_JOB = "email.send"
@@ -41,14 +42,16 @@ def _iso(value: datetime | None) -> str | None:
 def enqueue_email(
     session: Session, user_id: str, template: str, params: dict[str, Any], cause: str
 ) -> None:
+    job = email_job(user_id, template, params, cause)
+    enqueue(session, job.kind, job.payload, dedupe_key=job.dedupe_key)
+
+
+def email_job(user_id: str, template: str, params: dict[str, Any], cause: str) -> NewJob:
+    """The job of `enqueue_email` (for `enqueue_many`)."""
     if template not in templates.TEMPLATES:
         raise ValueError(f"unknown email template {template}")
-    enqueue(
-        session,
-        EMAIL_JOB,
-        {"user_id": user_id, "template": template, "params": params},
-        dedupe_key=f"email:{template}:{cause}",
-    )
+    payload = {"user_id": user_id, "template": template, "params": params}
+    return NewJob(EMAIL_JOB, payload, f"email:{template}:{cause}")
 
 
 def notify_payment_failed(
@@ -113,6 +116,18 @@ def notify_plan_changed(
     )
 
 
+@dataclass(frozen=True)
+class QuotaAlert:
+    """`metric` reached `level` % (80, 100) of `limit` in `month` (YYYY-MM)."""
+
+    user_id: str
+    metric: str
+    level: int
+    month: str
+    usage: int | None = None
+    limit: int | None = None
+
+
 def notify_quota_alert(
     session: Session,
     user_id: str,
@@ -126,12 +141,28 @@ def notify_quota_alert(
     """Email and webhook when `metric` reaches `level` % (80, 100) of the plan's limit in
     `month` (YYYY-MM); once per user, metric, month, level and limit (a plan change's new
     limit alerts again)."""
-    cause = f"{user_id}:{metric}:{month}:{int(level)}"
-    if limit is not None:
-        cause += f":{limit}"
-    params = {"metric": metric, "level": int(level), "month": month, "usage": usage, "limit": limit}
-    enqueue_email(session, user_id, "quota_alert", params, cause)
-    emit_webhook(session, "quota.alert", {"user_id": user_id, **params}, cause=cause, now=utcnow())
+    notify_quota_alerts(session, [QuotaAlert(user_id, metric, level, month, usage, limit)])
+
+
+def notify_quota_alerts(session: Session, alerts: list[QuotaAlert]) -> None:
+    """`notify_quota_alert` for several alerts, their jobs enqueued in one statement."""
+    jobs: list[NewJob] = []
+    now = utcnow()
+    for alert in alerts:
+        cause = f"{alert.user_id}:{alert.metric}:{alert.month}:{int(alert.level)}"
+        if alert.limit is not None:
+            cause += f":{alert.limit}"
+        params = {
+            "metric": alert.metric,
+            "level": int(alert.level),
+            "month": alert.month,
+            "usage": alert.usage,
+            "limit": alert.limit,
+        }
+        jobs.append(email_job(alert.user_id, "quota_alert", params, cause))
+        data = {"user_id": alert.user_id, **params}
+        jobs.append(webhook_job("quota.alert", data, cause=cause, now=now))
+    enqueue_many(session, jobs)
 
 
 def notify_invoice_issued(session: Session, invoice_id: int) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
-from meterbill.jobs.queue import enqueue
+from meterbill.jobs.queue import NewJob, enqueue
 
 WEBHOOK_EVENT = "webhook.event"
 WEBHOOK_DELIVERY = "webhook.deliver"
@@ -47,6 +47,14 @@ def emit_webhook(
     now: datetime | None = None,
 ) -> None:
     """Enqueue event `event_type` for the SaaS's backend, once per `cause` when given."""
+    job = webhook_job(event_type, data, cause=cause, now=now)
+    enqueue(session, job.kind, job.payload, dedupe_key=job.dedupe_key)
+
+
+def webhook_job(
+    event_type: str, data: dict[str, Any], *, cause: str | None = None, now: datetime | None = None
+) -> NewJob:
+    """The job of `emit_webhook` (for `enqueue_many`)."""
     event = {
         "id": f"evt_{uuid.uuid4().hex}",
         "object": "event",
@@ -54,12 +62,7 @@ def emit_webhook(
         "created": int((now or utcnow()).timestamp()),
         "data": data,
     }
-    enqueue(
-        session,
-        WEBHOOK_EVENT,
-        event,
-        dedupe_key=f"webhook:{event_type}:{cause}" if cause else None,
-    )
+    return NewJob(WEBHOOK_EVENT, event, f"webhook:{event_type}:{cause}" if cause else None)
 
 
 def fan_out(db: Database, settings: Settings, event: dict[str, Any]) -> int:

@@ -6,13 +6,21 @@ when reached, and after a downgrade (or a grace period's end) that leaves the us
 the new limit, the user's next event alerts — even a consume the new plan refuses.
 
 Figures are read from the monthly totals the recording statement returns (updated under
-the row's lock); the row's unique key, inserted with `ON CONFLICT DO NOTHING`, decides
-which of two racing batches records the alert. Each new alert is handed to notifications
-in the same transaction (`notify_quota_alert`: an email job and a `quota.alert` webhook,
-each deduplicated by its cause)."""
+the row's lock), and on PostgreSQL the user's plan in effect too; the row's unique key,
+inserted with `ON CONFLICT DO NOTHING`, decides which of two racing batches records the
+alert. Each new alert is handed to notifications in the same transaction
+(`notify_quota_alert`: an email job and a `quota.alert` webhook, each deduplicated by its
+cause).
+
+A user past a threshold stays past it for the rest of the month, so every later batch
+finds the same alerts due: each process remembers the alerts it saw recorded (committed)
+and skips them, so a batch of users long past their limits writes nothing more than its
+events while it holds their monthly rows' locks."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +29,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from meterbill.config import Catalog, Meter, Plan
-from meterbill.db import insert_for
-from meterbill.notify.service import notify_quota_alert
+from meterbill.db import Database, insert_for
+from meterbill.notify.service import QuotaAlert, notify_quota_alerts
 from meterbill.usage.models import UsageAlert
 from meterbill.usage.recording import MonthChange
 from meterbill.usage.service import plans_of
@@ -73,8 +81,9 @@ def alerts_for(
 ) -> list[Crossing]:
     """The alert levels these monthly figures have reached on each user's effective plan.
 
-    Plans are looked up only for figures at or past a threshold of some plan, so a batch
-    far from every limit costs no query."""
+    The plans are the ones the recording statement returned; else (SQLite) they are looked
+    up only for figures at or past a threshold of some plan, so a batch far from every
+    limit costs no query."""
     lowest: dict[str, float] = {}
     for plan in catalog.plans.values():
         for metric in plan.limits:
@@ -87,7 +96,9 @@ def alerts_for(
             candidates.append((change, figure))
     if not candidates:
         return []
-    plans = plans_of(session, catalog, {c.user_id for c, _ in candidates}, now)
+    missing = {c.user_id for c, _ in candidates if c.plan is None}
+    plans = plans_of(session, catalog, missing, now) if missing else {}
+    plans |= {c.user_id: catalog.plan(c.plan) for c, _ in candidates if c.plan is not None}
     return [
         crossing
         for change, figure in candidates
@@ -97,9 +108,54 @@ def alerts_for(
     ]
 
 
+AlertKey = tuple[str, str, str, str, int]  # user, metric, month, level, limit
+
+
+class RecordedAlerts:
+    """The alert keys this process saw recorded (committed), so later batches skip them.
+
+    Only committed facts enter it (`remember` is called after the commit), and an alert
+    row is never updated away, so a key found here is recorded; a key missing here is
+    simply inserted again with `ON CONFLICT DO NOTHING`. Bounded: emptied past `size`."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self._keys: set[AlertKey] = set()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def unseen(self, found: Sequence[Crossing]) -> list[Crossing]:
+        keys = self._keys
+        return [c for c in found if _key(c) not in keys]
+
+    def remember(self, found: Iterable[Crossing]) -> None:
+        with self._lock:
+            if len(self._keys) > self._size:
+                self._keys = set()
+            self._keys.update(_key(c) for c in found)
+
+
+_RECORDED: weakref.WeakKeyDictionary[Database, RecordedAlerts] = weakref.WeakKeyDictionary()
+
+
+def recorded_alerts(db: Database) -> RecordedAlerts:
+    """The alerts this process saw recorded in `db`."""
+    with _CACHES_LOCK:
+        return _RECORDED.setdefault(db, RecordedAlerts())
+
+
+_CACHES_LOCK = threading.Lock()
+
+
+def _key(c: Crossing) -> AlertKey:
+    return (c.user_id, c.metric, c.month, c.level, c.limit)
+
+
 def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) -> int:
     """Insert the alerts not recorded yet and hand each new one to notifications (an email
-    and a `quota.alert` webhook, enqueued in this transaction); returns how many were new."""
+    and a `quota.alert` webhook, enqueued in this transaction); returns how many were new.
+
+    Once the transaction commits, the caller may `recorded_alerts(db).remember(found)`: every alert
+    in `found` is then recorded, by this transaction or by one it waited for."""
     if not found:
         return 0
     insert = insert_for(session)
@@ -117,9 +173,10 @@ def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) ->
         }
         for c in ordered
     ]
-    inserted = session.execute(
+    # One cached statement run over the rows (executemany, batched by SQLAlchemy), not a
+    # multi-row VALUES compiled afresh for every batch.
+    statement = (
         insert(UsageAlert)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["user_id", "metric", "month", "level", "limit"])
         .returning(
             UsageAlert.user_id,
@@ -128,13 +185,17 @@ def record_alerts(session: Session, found: Sequence[Crossing], now: datetime) ->
             UsageAlert.level,
             UsageAlert.limit,
         )
-    ).all()
+    )
+    inserted = session.execute(statement, rows).all()
     new = {tuple(row) for row in inserted}
-    for c in ordered:
-        if (c.user_id, c.metric, c.month, c.level, c.limit) in new:
-            notify_quota_alert(
-                session, c.user_id, c.metric, c.percent, c.month, usage=c.used, limit=c.limit
-            )
+    notify_quota_alerts(
+        session,
+        [
+            QuotaAlert(c.user_id, c.metric, c.percent, c.month, usage=c.used, limit=c.limit)
+            for c in ordered
+            if _key(c) in new
+        ],
+    )
     return len(new)
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 
+from meterbill.auth.service import api_key_name, verify_api_key
 from meterbill.config import Catalog
 from meterbill.db import Database
-from meterbill.usage.alerts import alerts_for, record_alerts
+from meterbill.usage.alerts import alerts_for, record_alerts, recorded_alerts
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch
 from meterbill.usage.recording import BIGINT_MAX, WRITE_GATE, UsageEvent, record_usage
 
@@ -146,10 +147,24 @@ def parse_timestamp(value: Any) -> datetime:
 
 def ingest(db: Database, catalog: Catalog, events: list[UsageEvent], now: datetime) -> IngestResult:
     """Record a validated batch and the alerts it caused, in one transaction."""
+    seen = recorded_alerts(db)
     with WRITE_GATE, db.transaction() as session:
         recorded = record_usage(session, events, now)
-        alerts = record_alerts(session, alerts_for(session, catalog, recorded.months, now), now)
+        found = seen.unseen(alerts_for(session, catalog, recorded.months, now))
+        alerts = record_alerts(session, found, now)
+    seen.remember(found)  # committed: skipped by this process's next batches
     return IngestResult(len(events), recorded.new, recorded.duplicates, alerts)
+
+
+def verify_ingest_key(db: Database, api_key: str) -> None:
+    """The presented `api_key` is live and holds the `ingest` scope (one statement on
+    PostgreSQL, no ORM); InvalidApiKey or InsufficientScope otherwise."""
+    if db.sqlite:
+        with db.reading() as session:
+            verify_api_key(session, api_key, "ingest")
+    else:
+        with db.autocommit() as raw:
+            api_key_name(raw, api_key, "ingest")
 
 
 def ingest_document(db: Database, catalog: Catalog, document: bytes, now: datetime) -> IngestResult:

@@ -25,27 +25,15 @@ from typing import Any
 
 import psycopg.errors
 
-from meterbill.billing.subscriptions import LIVE_STATUSES, PAYING_STATUSES
+from meterbill.billing.subscriptions import plan_of_user_sql
 from meterbill.config import Catalog, Plan
 from meterbill.usage.errors import UsageTotalOverflow
 from meterbill.usage.partitions import ensure_partitions, month_start, partitions_known
 from meterbill.usage.recording import UsageEvent, month_of
 
-
-def _quoted(values: tuple[str, ...]) -> str:
-    return ", ".join("'" + value.replace("'", "''") + "'" for value in values)
-
-
-# The user's effective plan now, chosen as `current_subscription` and `effective_plan` do:
-# the newest live subscription (else the newest ended one); its plan while it is paid for
-# (or past due within its grace period), else free. One index range read, no fold.
-PLAN_OF_USER = f"""
-    SELECT CASE WHEN s.status IN ({_quoted(PAYING_STATUSES)})
-                  OR (s.status = 'past_due' AND s.grace_period_end > %(now)s)
-           THEN s.plan ELSE 'free' END AS name
-    FROM saas_subscriptions s WHERE s.user_id = %(u)s
-    ORDER BY s.status IN ({_quoted(LIVE_STATUSES)}) DESC, s.start_date DESC, s.id DESC
-    LIMIT 1"""  # noqa: S608
+# The user's effective plan now (the rule of `effective_plan` in SQL; see
+# `plan_of_user_sql`), for the user of the statement's parameters.
+PLAN_OF_USER = plan_of_user_sql("%(u)s", "%(now)s")
 
 # The month's figure a consumption is checked against, as the meter aggregates it:
 # (figure of a new monthly row, figure of an existing row `t` plus the event `excluded`).

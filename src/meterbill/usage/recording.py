@@ -26,6 +26,7 @@ from typing import Any
 import psycopg.errors
 from sqlalchemy.orm import Session
 
+from meterbill.billing.subscriptions import plan_of_user_sql
 from meterbill.usage.errors import UsageTotalOverflow
 from meterbill.usage.partitions import ensure_partitions
 
@@ -64,6 +65,8 @@ class MonthChange:
     added_total: int
     added_events: int
     added_peak: int
+    # The user's effective plan now, when the recording statement resolved it (PostgreSQL).
+    plan: str | None = None
 
 
 @dataclass
@@ -163,9 +166,13 @@ inserted AS (
     RETURNING user_id, metric, month, total, events, peak
 )
 SELECT (SELECT count(*) FROM inserted), months.user_id, months.metric, months.month,
-       months.total, months.events, months.peak, added.total, added.events, added.peak
+       months.total, months.events, months.peak, added.total, added.events, added.peak,
+       coalesce(({plan}), 'free')
 FROM months JOIN added USING (user_id, metric, month)
 """
+# Each moved month's user's plan in effect, for the alerts (one index read per row, no
+# round trip: `alerts_for` needs no query).
+_PG_PLAN = plan_of_user_sql("months.user_id", "%(now)s::timestamptz")
 
 
 def _record_postgresql(
@@ -187,7 +194,7 @@ def _record_postgresql(
                 "times": [e.timestamp for e in batch],
                 "endpoints": [e.endpoint for e in batch],
             }
-            cursor.execute(_PG_RECORD.format(source=_PG_SOURCE, users=users), params)
+            cursor.execute(_PG_RECORD.format(source=_PG_SOURCE, users=users, plan=_PG_PLAN), params)
             changes = cursor.fetchall()
         else:
             cursor.execute(_PG_STAGE)
@@ -195,11 +202,15 @@ def _record_postgresql(
             with cursor.copy(f"COPY usage_incoming ({columns}) FROM STDIN") as copy:
                 for e in batch:
                     copy.write_row((e.id, e.user_id, e.metric, e.value, e.timestamp, e.endpoint))
-            cursor.execute(_PG_RECORD.format(source=_STAGED, users=users), {"now": now})
+            statement = _PG_RECORD.format(source=_STAGED, users=users, plan=_PG_PLAN)
+            cursor.execute(statement, {"now": now})
             changes = cursor.fetchall()
             cursor.execute("DELETE FROM usage_incoming")  # the transaction may record again
     new = int(changes[0][0]) if changes else 0
-    return new, [MonthChange(*(row[1:4]), *(int(v) for v in row[4:])) for row in changes]
+    return new, [
+        MonthChange(user, metric, month, int(t), int(e), int(p), int(at), int(ae), int(ap), plan)
+        for _, user, metric, month, t, e, p, at, ae, ap, plan in changes
+    ]
 
 
 def _record_sqlite(
@@ -253,10 +264,14 @@ def _record_sqlite(
             "peak = max(peak, excluded.peak)",
             [(*key, *values) for key, values in sorted(totals.items())],
         )
-    changes = [
-        MonthChange(user, metric, month, total, events, peak, *months[(user, metric, month)])
-        for user, metric, month, total, events, peak in _monthly_rows(raw, sorted(months))
-    ]
+    changes = []
+    for user, metric, month, total, events, peak in _monthly_rows(raw, sorted(months)):
+        added_total, added_events, added_peak = months[(user, metric, month)]
+        changes.append(
+            MonthChange(
+                user, metric, month, total, events, peak, added_total, added_events, added_peak
+            )
+        )
     # SQLite turns an integer sum that overflows into a float: such a total passed BIGINT.
     # Its days are part of it, so they passed it only if it did.
     if any(type(change.total) is not int for change in changes):

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import (
-    IngestClient,
     PresentedIngestKey,
     PresentedReadKey,
     ServicesDep,
@@ -23,7 +22,12 @@ from meterbill.auth.models import ApiKey
 from meterbill.errors import InvalidMonth
 from meterbill.openapi import raises
 from meterbill.usage.errors import BatchTooLarge, InvalidUsageBatch, QuotaExceeded, UnknownMetric
-from meterbill.usage.ingestion import MAX_BATCH, ingest_document, parse_events
+from meterbill.usage.ingestion import (
+    MAX_BATCH,
+    ingest_document,
+    parse_events,
+    verify_ingest_key,
+)
 from meterbill.usage.quota import HARD_HEADER, SOFT_HEADER, check_now, consume_now
 from meterbill.usage.schemas import NO_NUL, ConsumeIn, EventIn, IngestAnswer
 from meterbill.usage.service import Consumption, read_consumption
@@ -155,11 +159,12 @@ _EVENTS_BODY = {
 @metering_router.post("/events", status_code=202, openapi_extra=_EVENTS_BODY)
 @raises(InvalidUsageBatch, BatchTooLarge)
 async def ingest_events(
-    request: Request, client: IngestClient, services: ServicesDep
+    request: Request, api_key: PresentedIngestKey, services: ServicesDep
 ) -> IngestAnswer:
     """Record a batch of up to 10,000 events. `id` is the idempotency key: an event sent
     twice counts once. The batch is validated as a whole first: one bad event gets 422
     naming each bad event's index and reason, and nothing is stored."""
+    await run_in_threadpool(verify_ingest_key, services.db, api_key)  # before the body
     raw = await request.body()
     # Parsing and validating 10,000 events takes tens of milliseconds: not on the event loop.
     result = await run_in_threadpool(
