@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -58,3 +59,36 @@ def test_migrate_is_idempotent(database_url: str) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "database at revision" in result.stdout
+
+
+def test_a_database_left_in_the_current_directory_is_named_not_silently_ignored(
+    tmp_path: Path,
+) -> None:
+    # Before METERBILL_HOME, meterbill kept ./meterbill.db; a user upgrading must be told.
+    (tmp_path / "meterbill.db").write_bytes(b"")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("METERBILL_") and key != "XDG_DATA_HOME"
+    }
+    env["HOME"] = str(tmp_path / "home")
+    stray = subprocess.run(
+        [sys.executable, "-m", "meterbill", "plans"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert f"{tmp_path / 'meterbill.db'} is not used" in stray.stderr
+    assert "METERBILL_HOME=." in stray.stderr
+    env["METERBILL_HOME"] = "."
+    used = subprocess.run(
+        [sys.executable, "-m", "meterbill", "plans"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "is not used" not in used.stderr and str(tmp_path) in used.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -89,7 +90,23 @@ def main_options(
 
     Data lives in METERBILL_HOME (default: the user data directory), printed at start."""
     if not quiet and not ctx.resilient_parsing:
-        typer.echo(where_data_lives(Settings()), err=True)
+        settings = Settings()
+        typer.echo(where_data_lives(settings), err=True)
+        stray = stray_database(settings)
+        if stray:
+            typer.echo(stray, err=True)
+
+
+def stray_database(settings: Settings) -> str | None:
+    """A warning when ./meterbill.db (where meterbill kept its data before METERBILL_HOME)
+    exists but another database is used; else None."""
+    here = Path("meterbill.db").resolve()
+    if not here.is_file() or settings.database_url.startswith(f"sqlite:///{here}"):
+        return None
+    return (
+        f"meterbill: warning: {here} is not used (it was the default database before "
+        "METERBILL_HOME); to use it, set METERBILL_HOME=. or METERBILL_DATABASE_URL"
+    )
 
 
 def _port_free(host: str, port: int) -> str | None:
