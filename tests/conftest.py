@@ -47,6 +47,16 @@ def _pg_url(database: str) -> str:
     return base.rsplit("/", 1)[0] + "/" + database
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`scripts/test` runs `-n auto --dist loadgroup`), the browser tests
+    stay together on one worker: one Chromium for all of them, and Playwright's event loop is
+    closed before that worker runs anything else (tests/console/conftest.py)."""
+    console = Path(__file__).parent / "console"
+    for item in items:
+        if console in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("console"))
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A PostgreSQL database of its own for this test run, migrated, dropped at the end."""

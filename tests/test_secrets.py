@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("jobs", "retry"): ["1"],
     ("invoices", "export"): ["--month", "2026-11", "--output", "-"],
     ("invoices", "ereporting"): ["--month", "2026-11", "--output", "-"],
-    ("accounting", "fec"): ["--year", "2026", "--output-dir", tempfile.gettempdir()],
+    ("accounting", "fec"): ["--year", "2026", "--output-dir", "{tmp}"],
     ("worker",): ["--burst"],
     ("demo",): ["--users", "5"],
     ("usage", "retention"): ["--keep-months", "12"],
@@ -226,6 +225,7 @@ def _every_output(env: dict[str, str], secrets: dict[str, str], tmp: Path) -> di
             args = ["--port", str(free_port())]
         seconds = 4.0 if name in LONG_RUNNING else 120.0
         started = time.monotonic()
+        args = [arg.replace("{tmp}", str(tmp)) for arg in args]  # the test's own folder
         output, _ = _run(path, args, {**env, "TMPDIR": str(tmp)}, seconds)
         outputs[" ".join(name)] = output
         print(f"{' '.join(name)}: {time.monotonic() - started:.1f} s")

@@ -6,6 +6,7 @@ against the official XSD on the way."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from meterbill.invoicing.einvoice.document import CREDIT_NOTE_TYPE, EDocument
 
@@ -13,6 +14,11 @@ FACTURX_LEVEL = "en16931"
 # The library logs every step at INFO; only its warnings matter here.
 logging.getLogger("factur-x").setLevel(logging.WARNING)
 logging.getLogger("facturx").setLevel(logging.WARNING)
+# The library parses the XSD on every check; two threads doing it at once (two documents
+# rendered side by side in one process) once failed with libxml2's "XMLSchemaParseError:
+# Internal error: xmlSchemaPValAttrNodeValue, the given type is not a built-in type". One
+# check at a time per process.
+_XSD_LOCK = threading.Lock()
 
 
 def embed_facturx(pdf_a3: bytes, cii_xml: bytes, doc: EDocument) -> bytes:
@@ -26,16 +32,17 @@ def embed_facturx(pdf_a3: bytes, cii_xml: bytes, doc: EDocument) -> bytes:
         "title": f"{doc.seller.name}: {kind} {doc.number}",
         "subject": f"{kind} {doc.number} du {doc.issue_date:%d/%m/%Y} émise par {doc.seller.name}",
     }
-    result = generate_from_binary(
-        pdf_a3,
-        cii_xml,
-        flavor="factur-x",
-        level=FACTURX_LEVEL,
-        check_xsd=True,
-        pdf_metadata=metadata,
-        lang="fr-FR",
-        afrelationship="alternative",
-    )
+    with _XSD_LOCK:
+        result = generate_from_binary(
+            pdf_a3,
+            cii_xml,
+            flavor="factur-x",
+            level=FACTURX_LEVEL,
+            check_xsd=True,
+            pdf_metadata=metadata,
+            lang="fr-FR",
+            afrelationship="alternative",
+        )
     return bytes(result)
 
 
@@ -43,4 +50,5 @@ def check_cii_xsd(cii_xml: bytes) -> None:
     """Raise when the XML breaks the official Factur-X EN 16931 XSD."""
     from facturx import xml_check_xsd
 
-    xml_check_xsd(cii_xml, flavor="factur-x", level=FACTURX_LEVEL)
+    with _XSD_LOCK:
+        xml_check_xsd(cii_xml, flavor="factur-x", level=FACTURX_LEVEL)
