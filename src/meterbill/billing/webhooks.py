@@ -31,6 +31,7 @@ from meterbill.errors import (
     WebhookFailed,
     WebhookNotConfigured,
 )
+from meterbill.jobs.queue import write_jobs_at_commit
 
 log = logging.getLogger("meterbill.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -107,6 +108,7 @@ def _record_and_apply(
     now: datetime,
 ) -> str:
     with db.transaction() as session:
+        write_jobs_at_commit(session)  # an invoice's jobs would otherwise hold its series
         created = event.get("created")
         customer = customer_id_of(event["data"]["object"])
         # One round trip: the new row, or — on a redelivery — the row already there if it
