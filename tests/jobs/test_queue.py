@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 
 from meterbill.cli import app
 from meterbill.jobs.models import Job
-from meterbill.jobs.queue import PermanentJobError, claim_next, enqueue, mark_done
+from meterbill.jobs.queue import (
+    PermanentJobError,
+    claim_next,
+    enqueue,
+    mark_done,
+    write_jobs_at_commit,
+)
 from meterbill.jobs.worker import JobContext, Worker
 from tests.jobs.conftest import Jobs
 
@@ -31,6 +37,29 @@ def test_job_exists_only_if_its_transaction_commits(make_jobs: Callable[..., Job
     with jobs.db.reading() as session:
         payloads = [job.payload for job in session.scalars(select(Job))]
     assert payloads == ['{"n":2}']
+
+
+def test_jobs_written_at_commit_exist_only_if_it_commits_once_per_key(
+    make_jobs: Callable[..., Jobs],
+) -> None:
+    jobs = make_jobs()
+    with pytest.raises(RuntimeError), jobs.db.transaction() as session:
+        write_jobs_at_commit(session)
+        enqueue(session, "test.noop", {"n": 1})
+        raise RuntimeError("the change failed")
+    with jobs.db.transaction() as session:
+        write_jobs_at_commit(session)
+        enqueue(session, "test.noop", {"n": 2}, dedupe_key="cause-2")
+        enqueue(session, "test.noop", {"n": 3})
+        enqueue(session, "test.noop", {"n": 4}, dedupe_key="cause-2")
+        with jobs.db.reading() as other:
+            assert other.scalars(select(Job)).all() == []  # not written before the commit
+    with jobs.db.transaction() as session:
+        write_jobs_at_commit(session)
+        enqueue(session, "test.noop", {"n": 5}, dedupe_key="cause-2")
+    with jobs.db.reading() as session:
+        payloads = [job.payload for job in session.scalars(select(Job).order_by(Job.id))]
+    assert payloads == ['{"n":2}', '{"n":3}']
 
 
 def test_same_dedupe_key_makes_one_job(make_jobs: Callable[..., Jobs]) -> None:

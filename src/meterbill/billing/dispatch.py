@@ -162,6 +162,9 @@ def on_payment_succeeded(ctx: EventContext) -> Outcome:
     user, subscription_id = _invoice_context(ctx)
     if user is None:
         return "unresolved", f"no user for customer {customer_id_of(ctx.object)}"
+    # The fold first: the invoice's number locks its series until the commit, so what
+    # follows the numbering is kept short (other users' invoices wait on it).
+    outcome = refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
     invoice = record_invoice_payment(
         ctx.session,
         user.id,
@@ -174,7 +177,7 @@ def on_payment_succeeded(ctx: EventContext) -> Outcome:
     )
     if invoice is not None:
         notify_invoice_issued(ctx.session, invoice.id)
-    return refresh(ctx, user, subscription_id) if subscription_id else ("applied", None)
+    return outcome
 
 
 def on_charge_refunded(ctx: EventContext) -> Outcome:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
 from meterbill.auth.service import lock_user
-from meterbill.billing.models import BillingEvent
+from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.billing.stripe_objects import metadata_user_id
 from meterbill.billing.stripe_reads import StripeReads
 from meterbill.billing.subscriptions import refresh_subscription, sync_user_plan
@@ -42,15 +42,26 @@ class EventContext:
 def resolve_user(ctx: EventContext, customer_id: str | None, claimed: str | None) -> User | None:
     """The user a Stripe object belongs to, locked: by customer id, else by the user id
     meterbill put in the metadata, else by asking Stripe for the customer's metadata."""
+    if any(isinstance(row, User) for row in ctx.session.dirty):
+        ctx.session.flush()  # the lookups below must see (and not reload over) them
+    # The event's row is written with what this finds, in one UPDATE, at the next flush.
+    with ctx.session.no_autoflush:
+        return _resolve_user(ctx, customer_id, claimed)
+
+
+def _resolve_user(ctx: EventContext, customer_id: str | None, claimed: str | None) -> User | None:
     if customer_id:
         ctx.record.stripe_customer_id = customer_id
+        # Found and locked in one round trip (the row exists: no need to create it).
         owner = ctx.session.scalars(
-            select(User.id).where(User.stripe_customer_id == customer_id)
+            select(User)
+            .where(User.stripe_customer_id == customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         ).one_or_none()
         if owner is not None:
-            user = lock_user(ctx.session, owner)
-            ctx.record.user_id = user.id
-            return user
+            ctx.record.user_id = owner.id
+            return owner
     user_id = claimed
     if not user_id and customer_id and ctx.stripe.configured:
         user_id = metadata_user_id(ctx.stripe.retrieve_customer(customer_id))
@@ -69,10 +80,11 @@ def refresh(ctx: EventContext, user: User, subscription_id: str) -> Outcome:
     ctx.record.user_id = user.id
     ctx.record.stripe_subscription_id = subscription_id
     ctx.session.flush()
+    loaded: list[Subscription] = []  # the user's rows, read once for both steps
     _, unknown = refresh_subscription(
-        ctx.session, subscription_id, user.id, ctx.catalog, ctx.grace, ctx.now
+        ctx.session, subscription_id, user.id, ctx.catalog, ctx.grace, ctx.now, loaded
     )
-    sync_user_plan(ctx.session, user, ctx.now)
+    sync_user_plan(ctx.session, user, ctx.now, loaded)
     if unknown:
         return "rejected", f"price not in the catalog: {', '.join(sorted(set(unknown)))}"
     return "applied", None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
@@ -31,7 +31,6 @@ from meterbill.errors import (
     WebhookFailed,
     WebhookNotConfigured,
 )
-from meterbill.invoicing.pdf import render_missing_pdfs
 from meterbill.openapi import raises
 from meterbill.services import Services
 
@@ -191,10 +190,9 @@ _WEBHOOK_BODY = {
 
 @router.post("/webhook", response_model=WebhookOut, openapi_extra=_WEBHOOK_BODY)
 @raises(InvalidSignature, InvalidPayload, WebhookNotConfigured, WebhookFailed)
-async def stripe_webhook(
-    request: Request, services: ServicesDep, background: BackgroundTasks
-) -> WebhookOut:
-    """Receive a Stripe event (signature verified); each event id is applied once."""
+async def stripe_webhook(request: Request, services: ServicesDep) -> WebhookOut:
+    """Receive a Stripe event (signature verified); each event id is applied once. A
+    document it issues is rendered by the worker (never in this process)."""
     payload = await request.body()
     event = parse_stripe_event(services.settings, payload, request.headers.get("stripe-signature"))
     outcome = await run_in_threadpool(
@@ -206,10 +204,4 @@ async def stripe_webhook(
         event,
         services.now(),
     )
-    if outcome == "applied" and event["type"] in _ISSUING_EVENTS:
-        # PDFs are rendered after the commit and the answer, off Stripe's critical path.
-        background.add_task(render_missing_pdfs, services.db, services.settings)
     return WebhookOut(outcome=outcome)
-
-
-_ISSUING_EVENTS = {"invoice.paid", "invoice.payment_succeeded", "charge.refunded"}

@@ -25,11 +25,12 @@ by Stripe's answer (see billing.dispatch).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
@@ -106,13 +107,23 @@ def effective_plan(subscription: Subscription | None, now: datetime) -> str:
     return "free"
 
 
-def current_subscription(session: Session, user_id: str) -> Subscription | None:
-    """The user's newest live subscription, or else their newest ended one."""
-    rows = session.scalars(
-        select(Subscription)
-        .where(Subscription.user_id == user_id)
-        .order_by(Subscription.start_date.desc(), Subscription.id.desc())
-    ).all()
+def current_subscription(
+    session: Session, user_id: str, loaded: Sequence[Subscription] | None = None
+) -> Subscription | None:
+    """The user's newest live subscription, or else their newest ended one (among
+    `loaded` when the caller holds all of the user's rows already)."""
+    if loaded is None:
+        rows = session.scalars(
+            select(Subscription)
+            .where(Subscription.user_id == user_id)
+            .order_by(Subscription.start_date.desc(), Subscription.id.desc())
+        ).all()
+    else:
+        rows = sorted(
+            (row for row in loaded if row.user_id == user_id),
+            key=lambda row: (row.start_date, row.id),
+            reverse=True,
+        )
     live = [row for row in rows if row.status in LIVE_STATUSES]
     candidates = live or list(rows)
     return candidates[0] if candidates else None
@@ -235,8 +246,12 @@ def refresh_subscription(
     catalog: Catalog,
     grace: timedelta,
     now: datetime,
+    loaded: list[Subscription] | None = None,
 ) -> tuple[Subscription | None, tuple[str, ...]]:
-    """Recompute the row of one subscription from all its recorded events."""
+    """Recompute the row of one subscription from all its recorded events.
+
+    With `loaded` (a list), the user's subscription rows are read with it in one query
+    and left there, a new row included, for `sync_user_plan`."""
     events = list(
         session.scalars(
             select(BillingEvent).where(BillingEvent.stripe_subscription_id == subscription_id)
@@ -244,14 +259,22 @@ def refresh_subscription(
     )
     folded = fold_events(events, catalog, grace)
     state = folded.state
+    mine = Subscription.stripe_subscription_id == subscription_id
+    if loaded is not None:
+        loaded[:] = session.scalars(
+            select(Subscription).where(or_(mine, Subscription.user_id == user_id))
+        ).all()
     if state.status is None or state.plan is None:
         return None, folded.unknown_prices  # nothing describes the subscription itself yet
-    row = session.scalars(
-        select(Subscription).where(Subscription.stripe_subscription_id == subscription_id)
-    ).one_or_none()
+    if loaded is None:
+        row = session.scalars(select(Subscription).where(mine)).one_or_none()
+    else:
+        row = next((r for r in loaded if r.stripe_subscription_id == subscription_id), None)
     if row is None:
         row = Subscription(stripe_subscription_id=subscription_id, user_id=user_id)
         session.add(row)
+        if loaded is not None:
+            loaded.append(row)
     row.plan = state.plan
     row.status = state.status
     row.stripe_price_id = state.price_id
@@ -268,9 +291,11 @@ def refresh_subscription(
     return row, folded.unknown_prices
 
 
-def sync_user_plan(session: Session, user: User, now: datetime) -> str:
+def sync_user_plan(
+    session: Session, user: User, now: datetime, loaded: Sequence[Subscription] | None = None
+) -> str:
     """Write the user's effective plan on `saas_users.plan` (informational; reads recompute)."""
-    plan = effective_plan(current_subscription(session, user.id), now)
+    plan = effective_plan(current_subscription(session, user.id, loaded), now)
     if user.plan != plan:
         # The SaaS's backend hears of it from the same transaction (outgoing webhook).
         notify_plan_changed(session, user.id, user.plan, plan, now)

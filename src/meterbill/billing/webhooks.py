@@ -32,6 +32,7 @@ from meterbill.errors import (
     WebhookFailed,
     WebhookNotConfigured,
 )
+from meterbill.jobs.queue import write_jobs_at_commit
 
 log = logging.getLogger("meterbill.webhooks")
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -141,9 +142,12 @@ def _record_and_apply(
     now: datetime,
 ) -> str:
     with db.transaction() as session:
+        write_jobs_at_commit(session)  # an invoice's jobs would otherwise hold its series
         created = event.get("created")
         customer = customer_id_of(event["data"]["object"])
-        inserted = session.execute(
+        # One round trip: the new row, or — on a redelivery — the row already there if it
+        # was kept `unresolved` (locked, to be tried again); nothing for a mere duplicate.
+        record = session.scalars(
             insert_for(session)(BillingEvent)
             .values(
                 stripe_event_id=event["id"],
@@ -154,16 +158,18 @@ def _record_and_apply(
                 outcome="applied",
                 received_at=now,
             )
-            .on_conflict_do_nothing(index_elements=["stripe_event_id"])
-            .returning(BillingEvent.id)
-        ).scalar_one_or_none()
-        if inserted is not None:
-            record = session.get_one(BillingEvent, inserted)
-        else:
-            kept = _kept_event(session, event["id"])
-            if kept is None:
-                return "duplicate"
-            record, event = kept, json.loads(kept.payload or "{}")
+            .on_conflict_do_update(
+                index_elements=["stripe_event_id"],
+                set_={"outcome": BillingEvent.outcome},
+                where=BillingEvent.outcome == "unresolved",
+            )
+            .returning(BillingEvent)
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        if record is None:
+            return "duplicate"
+        if record.outcome == "unresolved":
+            event = json.loads(record.payload or "{}")
         return _apply_record(session, record, event, reads, settings, catalog, now)
 
 

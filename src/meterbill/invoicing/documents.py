@@ -17,10 +17,14 @@ from meterbill.db import insert_for
 from meterbill.invoicing.amounts import LineDraft, totals_of
 from meterbill.invoicing.models import DocumentSequence, Invoice, InvoiceLine
 from meterbill.invoicing.parties import Buyer
+from meterbill.jobs.queue import enqueue
 
 DEFAULT_ZONE = "Europe/Paris"
 INVOICE_SERIES = "FACT"
 CREDIT_NOTE_SERIES = "AVOIR"
+# The worker renders each document's PDF and XML and seals them (invoicing.seals); a
+# render takes ~0.3-1 s of CPU, which must not be spent in the process answering webhooks.
+RENDER_JOB = "invoice.render"
 
 
 def issue_document_number(
@@ -89,7 +93,8 @@ def write_document(
     """Take the next number and write the document with its lines, in the caller's
     transaction. Everything slow (Stripe calls) must be done before: the series and the
     number's counter row stay locked until the transaction ends. The issue date and the
-    numbering month are those of the seller's time zone (`zone`)."""
+    numbering month are those of the seller's time zone (`zone`). The PDF is left to the
+    worker (`RENDER_JOB`, enqueued in the same transaction)."""
     now = issue_time(session, series, kind, now)
     number = issue_document_number(session, series, now, zone)
     local = now.astimezone(ZoneInfo(zone))
@@ -133,4 +138,5 @@ def write_document(
             )
         )
     session.flush()
+    enqueue(session, RENDER_JOB, {"invoice_number": number})
     return document

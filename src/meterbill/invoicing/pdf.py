@@ -1,8 +1,9 @@
 """PDFs of invoices and credit notes: an HTML template in French, rendered by WeasyPrint.
 
-A document's `pdf_path` is fixed when it is issued; the file is written after the webhook's
-transaction has committed (a background task) or, failing that, on the first download. A
-missing file is simply rendered again: every input is frozen on the document's rows.
+A document's `pdf_path` is fixed when it is issued; the file is written by the worker (the
+`invoice.render` job enqueued with the document, see invoicing.seals) or, failing that, on
+the first download. A missing file is simply rendered again: every input is frozen on the
+document's rows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-import threading
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from sqlalchemy import select
 
 from meterbill.config import Settings
 from meterbill.db import Database
@@ -218,59 +217,3 @@ def ensure_pdf(db: Database, settings: Settings, number: str, user_id: str | Non
     _write_once(target, pdf)
     log.info("invoice pdf rendered", extra={"number": number, "path": str(target)})
     return target
-
-
-class _RenderState:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pending = threading.Event()
-
-
-_render_states: dict[tuple[str, str], _RenderState] = {}
-_states_lock = threading.Lock()
-
-
-def render_missing_pdfs(db: Database, settings: Settings, newest: int = 50) -> int:
-    """Render the PDFs of the newest documents whose file is missing; how many were.
-
-    Called after every issuing webhook: while one call renders, the calls that arrive ask
-    it for one more pass instead of rendering the same files beside it.
-    """
-    with _states_lock:
-        state = _render_states.setdefault((db.url, str(settings.invoice_dir)), _RenderState())
-    state.pending.set()
-    rendered = 0
-    while state.pending.is_set():
-        if not state.lock.acquire(blocking=False):
-            return rendered  # the renderer at work will make the pass asked for
-        try:
-            while state.pending.is_set():
-                state.pending.clear()
-                rendered += _render_pass(db, settings, newest)
-                _seal_pass(db, settings)
-        finally:
-            state.lock.release()
-    return rendered
-
-
-def _render_pass(db: Database, settings: Settings, newest: int) -> int:
-    with db.reading() as session:
-        documents = session.scalars(select(Invoice).order_by(Invoice.id.desc()).limit(newest)).all()
-    rendered = 0
-    for document in documents:
-        if not pdf_file(settings, document).is_file():
-            try:
-                ensure_pdf(db, settings, document.invoice_number)
-                rendered += 1
-            except Exception:  # a later download renders it again
-                log.exception("invoice pdf not rendered", extra={"number": document.invoice_number})
-    return rendered
-
-
-def _seal_pass(db: Database, settings: Settings) -> None:
-    from meterbill.invoicing.seals import seal_documents  # seals render through this module
-
-    try:
-        seal_documents(db, settings)
-    except Exception:  # the next pass, the worker or `invoices audit` seals them
-        log.exception("documents not sealed")

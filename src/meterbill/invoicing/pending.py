@@ -24,7 +24,7 @@ from meterbill.db import Database
 from meterbill.invoicing.credit_notes import issue_credit_note
 from meterbill.invoicing.models import Invoice, PendingDocument, Transaction
 from meterbill.invoicing.parties import Buyer, missing_seller_fields
-from meterbill.invoicing.service import credit_early_refunds, issue_paid_invoice
+from meterbill.invoicing.service import credit_early_refunds, early_refunds, issue_paid_invoice
 
 log = logging.getLogger("meterbill.invoicing")
 
@@ -70,19 +70,20 @@ def _issue_one(
     buyer_fields = json.loads(pending.buyer or "{}")
     buyer = Buyer(**buyer_fields) if buyer_fields else Buyer(None, None)
     stripe_invoice = json.loads(pending.payload)
+    payment_key = f"payment:{pending.stripe_invoice_id}"
+    intent = session.scalar(
+        select(Transaction.stripe_payment_intent).where(Transaction.stripe_object_id == payment_key)
+    )
+    early = early_refunds(session, str(stripe_invoice.get("id") or ""), intent)
     invoice = issue_paid_invoice(
         session, pending.user_id, stripe_invoice, buyer, now, settings=settings, catalog=catalog
     )
-    payment_key = f"payment:{pending.stripe_invoice_id}"
     session.execute(
         update(Transaction)
         .where(Transaction.stripe_object_id == payment_key)
         .values(invoice_id=invoice.id)
     )
-    intent = session.scalar(
-        select(Transaction.stripe_payment_intent).where(Transaction.stripe_object_id == payment_key)
-    )
-    credit_early_refunds(session, invoice, intent, settings, now)
+    credit_early_refunds(session, invoice, early, settings, now)
     return invoice
 
 

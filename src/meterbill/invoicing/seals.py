@@ -108,3 +108,10 @@ def seal_documents(db: Database, settings: Settings, limit: int = 1000) -> int:
             if _seal(db, settings, document):
                 sealed += 1
     return sealed
+
+
+def render_and_seal(db: Database, settings: Settings, number: str) -> int:
+    """Render a newly issued document's files, then seal whatever is ready in number order
+    (the `invoice.render` job); how many documents were sealed."""
+    ensure_pdf(db, settings, number)
+    return seal_documents(db, settings)

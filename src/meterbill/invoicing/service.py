@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
@@ -96,17 +96,17 @@ def record_invoice_payment(
     paid = int(stripe_invoice.get("amount_paid") or stripe_invoice.get("total") or 0)
     if not stripe_invoice_id or paid <= 0:
         return None
-    for seen in (
+    seen = union_all(
         select(Invoice.id).where(Invoice.stripe_invoice_id == stripe_invoice_id),
         select(PendingDocument.id).where(PendingDocument.stripe_invoice_id == stripe_invoice_id),
-    ):
-        if session.scalars(seen).first() is not None:
-            return None
+    )
+    if session.execute(seen).first() is not None:
+        return None
     intent = invoice_payment_intent(stripe_invoice) or _intent_at_stripe(gateway, stripe_invoice_id)
     user = session.get(User, user_id)
     buyer = buyer_of(gateway, stripe_invoice, user.email if user else None)  # may call Stripe
     currency = str(stripe_invoice.get("currency") or "eur").upper()
-    invoice = None
+    invoice, early = None, []
     if missing_seller_fields(settings):
         session.add(
             PendingDocument(
@@ -125,6 +125,8 @@ def record_invoice_payment(
             extra={"stripe_invoice": stripe_invoice_id, "missing": missing_seller_fields(settings)},
         )
     else:
+        # Read before the number is taken: the series stays locked from then to the commit.
+        early = early_refunds(session, stripe_invoice_id, intent)
         invoice = issue_paid_invoice(
             session, user_id, stripe_invoice, buyer, now, settings=settings, catalog=catalog
         )
@@ -144,7 +146,7 @@ def record_invoice_payment(
         )
     )
     if invoice is not None:
-        credit_early_refunds(session, invoice, intent, settings, now)
+        credit_early_refunds(session, invoice, early, settings, now)
     return invoice
 
 
@@ -215,23 +217,35 @@ def _charge_id(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def credit_early_refunds(
-    session: Session, invoice: Invoice, intent: str | None, settings: Settings, now: datetime
-) -> None:
+def early_refunds(
+    session: Session, stripe_invoice_id: str, intent: str | None
+) -> list[Transaction]:
     """Refunds recorded before their invoice (events arrive in any order; an invoice may
-    wait for the seller's identity) get their invoice and credit notes now."""
-    matches = [Transaction.stripe_invoice_id == invoice.stripe_invoice_id]
+    wait for the seller's identity), oldest first."""
+    matches = [Transaction.stripe_invoice_id == stripe_invoice_id]
     if intent:
         matches.append(Transaction.stripe_payment_intent == intent)
-    early = session.scalars(
-        select(Transaction)
-        .where(
-            Transaction.type == "refund",
-            Transaction.invoice_id.is_(None),
-            or_(*matches),
+    return list(
+        session.scalars(
+            select(Transaction)
+            .where(
+                Transaction.type == "refund",
+                Transaction.invoice_id.is_(None),
+                or_(*matches),
+            )
+            .order_by(Transaction.id)
         )
-        .order_by(Transaction.id)
-    ).all()
+    )
+
+
+def credit_early_refunds(
+    session: Session,
+    invoice: Invoice,
+    early: list[Transaction],
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """The `early_refunds` of an invoice get their invoice and credit notes now."""
     for refund in early:
         refund.invoice_id, refund.stripe_invoice_id = invoice.id, invoice.stripe_invoice_id
         issue_credit_note(

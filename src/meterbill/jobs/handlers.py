@@ -13,9 +13,10 @@ from meterbill.billing.grace import expire_grace_periods
 from meterbill.billing.reconcile import reconcile
 from meterbill.billing.retention import prune_billing_events
 from meterbill.billing.webhooks import apply_kept_events
+from meterbill.invoicing.documents import RENDER_JOB
 from meterbill.invoicing.models import Invoice
 from meterbill.invoicing.pending import issue_pending_documents
-from meterbill.invoicing.seals import seal_documents
+from meterbill.invoicing.seals import render_and_seal, seal_documents
 from meterbill.jobs.queue import prune_jobs
 from meterbill.jobs.worker import Handler, JobContext
 from meterbill.notify.service import EMAIL_JOB, notify_invoice_issued, send_email_job
@@ -34,6 +35,10 @@ def fan_out_webhook(ctx: JobContext) -> int:
 
 def deliver_webhook(ctx: JobContext) -> None:
     deliver(ctx.settings, ctx.job.payload["url"], ctx.job.payload["event"])
+
+
+def render_document(ctx: JobContext) -> int:
+    return render_and_seal(ctx.db, ctx.settings, str(ctx.job.payload["invoice_number"]))
 
 
 def end_grace_periods(ctx: JobContext) -> int:
@@ -92,6 +97,7 @@ HANDLERS: dict[str, Handler] = {
     EMAIL_JOB: send_email,
     WEBHOOK_EVENT: fan_out_webhook,
     WEBHOOK_DELIVERY: deliver_webhook,
+    RENDER_JOB: render_document,
     "schedule.grace": end_grace_periods,
     "schedule.reconcile": reconcile_with_stripe,
     "schedule.prune": prune,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, cast, delete, literal, or_, select, update
+from sqlalchemy import String, and_, cast, delete, event, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from meterbill.db import Database, insert_for, utcnow
@@ -70,9 +70,14 @@ def enqueue(
     """Add a job in the caller's transaction: it exists if and only if the caller commits.
 
     With a ``dedupe_key`` the job is created once per key; a second enqueue with the same
-    key does nothing and returns None. Returns the new job's id otherwise.
+    key does nothing and returns None. Returns the new job's id otherwise — or None in a
+    session that writes its jobs at commit (`write_jobs_at_commit`).
     """
     row = _row(NewJob(kind, payload, dedupe_key, run_at, max_attempts), utcnow())
+    deferred = session.info.get(_AT_COMMIT)
+    if deferred is not None:
+        deferred.append(row)
+        return None
     statement = (
         insert_for(session)(Job)
         .values(**row)
@@ -84,16 +89,21 @@ def enqueue(
 
 def enqueue_many(session: Session, jobs: list[NewJob]) -> int:
     """`enqueue` for several jobs in one statement (one round trip per thousand jobs);
-    returns how many were new."""
+    returns how many were new (0 in a session that writes its jobs at commit)."""
     if not jobs:
         return 0
     now = utcnow()
+    rows = [_row(job, now) for job in jobs]
+    deferred = session.info.get(_AT_COMMIT)
+    if deferred is not None:
+        deferred.extend(rows)
+        return 0
     statement = (
         insert_for(session)(Job)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(Job.id)
     )
-    return len(session.execute(statement, [_row(job, now) for job in jobs]).all())
+    return len(session.execute(statement, rows).all())
 
 
 def _row(job: NewJob, now: datetime) -> dict[str, Any]:
@@ -113,6 +123,34 @@ def _row(job: NewJob, now: datetime) -> dict[str, Any]:
         "run_at": job.run_at or now,
         "created_at": now,
     }
+
+
+_AT_COMMIT = "meterbill.jobs.at_commit"
+
+
+def write_jobs_at_commit(session: Session) -> None:
+    """Make `session` keep the jobs it enqueues and write them all in one INSERT just
+    before it commits (still: a job exists if and only if the transaction commits).
+
+    For a transaction that holds a lock until its commit (an invoice number's series),
+    three jobs cost one round trip under the lock instead of three."""
+    session.info[_AT_COMMIT] = []
+
+
+@event.listens_for(Session, "before_commit")
+def _write_kept_jobs(session: Session) -> None:
+    rows = session.info.get(_AT_COMMIT)
+    if rows:
+        session.info[_AT_COMMIT] = []
+        session.execute(
+            insert_for(session)(Job).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_kept_jobs(session: Session) -> None:
+    if session.info.get(_AT_COMMIT):
+        session.info[_AT_COMMIT] = []
 
 
 def backoff(attempt: int) -> timedelta:
