@@ -103,7 +103,7 @@ def _meterbill(url: str, count: int, workers: int) -> tuple[float, int]:
         "METERBILL_WORKER_POLL_SECONDS": "0.05",
         "METERBILL_LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "meterbill", "worker", "--no-schedules"]
+    command = [sys.executable, "-m", "meterbill", "-q", "worker", "--no-schedules"]
     processes = [
         subprocess.Popen([*command, "--id", f"w{i}"], env=env, stderr=subprocess.PIPE, text=True)
         for i in range(workers)
