@@ -72,23 +72,15 @@ def test_a_database_left_in_the_current_directory_is_named_not_silently_ignored(
         if not key.startswith("METERBILL_") and key != "XDG_DATA_HOME"
     }
     env["HOME"] = str(tmp_path / "home")
-    stray = subprocess.run(
-        [sys.executable, "-m", "meterbill", "plans"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert f"{tmp_path / 'meterbill.db'} is not used" in stray.stderr
-    assert "METERBILL_HOME=." in stray.stderr
+
+    def plans() -> str:
+        command = [sys.executable, "-m", "meterbill", "plans"]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        return done.stderr
+
+    stray = plans()
+    assert f"{tmp_path / 'meterbill.db'} is not used" in stray
+    assert "METERBILL_HOME=." in stray
     env["METERBILL_HOME"] = "."
-    used = subprocess.run(
-        [sys.executable, "-m", "meterbill", "plans"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert "is not used" not in used.stderr and str(tmp_path) in used.stderr
+    used = plans()
+    assert "is not used" not in used and str(tmp_path) in used
