@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -197,3 +198,27 @@ def test_job_whose_worker_died_on_its_last_attempt_is_parked(
     job = _job(jobs, job_id or 0)
     assert job.status == "failed"
     assert job.last_error == "worker worker-a#1 stopped during the last attempt"
+
+
+def test_a_stopping_worker_gives_back_the_jobs_of_its_batch_it_has_not_started(
+    make_jobs: Callable[..., Jobs],
+) -> None:
+    # A batch sized by fast jobs can hold slow ones (PDF rendering): a worker asked to stop
+    # finishes the job in hand and gives the others back at once, attempts untouched.
+    jobs = make_jobs()
+    with jobs.db.transaction() as session:
+        ids = [enqueue(session, "test.slow", {"n": n}) for n in range(3)]
+    stop = threading.Event()
+    ran: list[int] = []
+
+    def slow(ctx: JobContext) -> None:
+        ran.append(ctx.job.payload["n"])
+        stop.set()  # asked to stop while the first job runs
+
+    worker = Worker(jobs.settings, jobs.db, clock=jobs.clock, handlers={"test.slow": slow})
+    assert worker.run_batch(stop=stop) == 3
+    assert ran == [0]
+    states = [(_job(jobs, i or 0).status, _job(jobs, i or 0).attempts) for i in ids]
+    assert states == [("done", 1), ("queued", 0), ("queued", 0)]
+    other = Worker(jobs.settings, jobs.db, clock=jobs.clock, handlers={"test.slow": slow})
+    assert other.run_batch() == 2 and ran == [0, 1, 2]

@@ -288,6 +288,24 @@ def finish(db: Database, jobs: list[ClaimedJob], now: datetime) -> set[int]:
         )
 
 
+def give_back(db: Database, jobs: list[ClaimedJob]) -> set[int]:
+    """Return claimed jobs that were not started to the queue (still due, at their place)
+    without spending an attempt; the ids that were still held."""
+    if not jobs:
+        return set()
+    with db.transaction() as session:
+        return _held_in(
+            session,
+            jobs,
+            {
+                "status": "queued",
+                "attempts": Job.attempts - 1,
+                "locked_by": None,
+                "locked_until": None,
+            },
+        )
+
+
 def mark_done(db: Database, job: ClaimedJob, now: datetime) -> bool:
     return job.id in finish(db, [job], now)
 

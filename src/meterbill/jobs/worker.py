@@ -135,6 +135,10 @@ class _LeaseKeeper:
 MAX_BATCH = 100
 FIRST_BATCH = 10
 BATCH_SECONDS = 0.2
+# A batch sized by fast jobs may hold slow ones (PDF rendering): past this, or when the
+# worker is asked to stop, the jobs not started yet are given back to the queue at once
+# (no attempt spent) instead of waiting in this worker's hand.
+BATCH_SECONDS_MAX = 5.0
 _FAILED = object()
 
 
@@ -195,7 +199,7 @@ class Worker:
         if due:
             enqueue_due_schedules(self.db, now, tuple(due))
 
-    def run_batch(self, limit: int | None = None) -> int:
+    def run_batch(self, limit: int | None = None, stop: threading.Event | None = None) -> int:
         """Claim a batch of due jobs, run them one after the other, record the successes
         in one transaction; returns how many were claimed (0: nothing is due).
 
@@ -210,9 +214,19 @@ class Worker:
         started = time.monotonic()
         done: list[ClaimedJob] = []
         results: dict[int, Any] = {}
+        ran = 0
         with _LeaseKeeper(self.db, self.lease, self.clock) as keeper:
             keeper.hold(jobs)
-            for job in jobs:
+            for index, job in enumerate(jobs):
+                if index and (
+                    (stop is not None and stop.is_set())
+                    or time.monotonic() - started > BATCH_SECONDS_MAX
+                ):
+                    rest = [left for left in jobs[index:] if keeper.still_held(left)]
+                    keeper.release(rest)
+                    queue.give_back(self.db, rest)
+                    break
+                ran += 1
                 if not keeper.still_held(job):
                     continue  # taken over while it waited: the other worker runs it
                 outcome = self._run(job)
@@ -222,7 +236,7 @@ class Worker:
                     done.append(job)
                     results[job.id] = outcome
             finished = queue.finish(self.db, done, self.clock())
-        self._pace(len(jobs), time.monotonic() - started)
+        self._pace(ran, time.monotonic() - started)
         for job in done:
             if job.id not in finished:
                 log.warning("job finished after its lease was taken over", extra={"job_id": job.id})
@@ -280,13 +294,14 @@ class Worker:
         return count
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Poll until `stop` is set; the job in hand is finished before returning."""
+        """Poll until `stop` is set; the job in hand is finished before returning, the
+        rest of its batch given back to the queue."""
         log.info("worker started", extra={"worker": self.id})
         while not stop.is_set():
             try:
                 if self.schedules:
                     self.tick_schedules()
-                ran = self.run_batch()
+                ran = self.run_batch(stop=stop)
             except Exception:  # the database away for a moment: wait and try again
                 log.exception("worker loop error")
                 ran = 0
