@@ -18,14 +18,13 @@ import random
 import statistics
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import orjson
 import psycopg
 
-from bench.common import api_key, banner, fresh_database, meterbill
+from bench.common import api_key, banner, fresh_database, meterbill, run_threads
 
 _RAW_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS raw_incoming (
@@ -92,13 +91,7 @@ def send_all(base: str, key: str, bodies: list[bytes], clients: int) -> tuple[fl
                     counts["new"] += answer.json()["new"]
                     counts["duplicates"] += answer.json()["duplicates"]
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, counts["new"], counts["duplicates"]
+    return run_threads(client, clients), counts["new"], counts["duplicates"]
 
 
 Row = tuple[str, str, str, int, datetime, str | None]
@@ -166,13 +159,7 @@ def raw_send_all(url: str, batches: list[list[Row]], clients: int) -> float:
                     cursor.execute(sql)
                 conn.commit()
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
+    return run_threads(client, clients)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import psycopg
 import stripe
 from sqlalchemy import text
 
-from bench.common import banner, fresh_database, meterbill, percentile
+from bench.common import banner, fresh_database, meterbill, percentile, run_threads
 from meterbill.db import Database
 
 SECRET = "whsec_bench_secret"
@@ -255,13 +255,7 @@ def deliver(
                     outcomes[str(outcome)] += 1
                     samples.append(took)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - began, outcomes, samples
+    return run_threads(client, clients), outcomes, samples
 
 
 _RAW_INSERT = """
@@ -293,13 +287,7 @@ def raw_reference(url: str, bodies: list[bytes], clients: int) -> float:
                 )
                 conn.commit()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - began
+    return run_threads(worker, clients)
 
 
 def main() -> None:
