@@ -7,9 +7,13 @@ note), in that order per customer (one phase after the other); about `--dup-rati
 events are delivered a second time, as Stripe does. Every request carries a real
 `Stripe-Signature` header computed just before sending.
 
-Beside it, in the same run, the raw reference: the same signed payloads verified with
-Stripe's library, parsed, and stored in `billing_events` (`INSERT … ON CONFLICT DO
-NOTHING`, one transaction each) by as many threads over psycopg, no HTTP and no handling.
+Beside it, in the same run, two references:
+- raw: the same signed payloads verified with Stripe's library, parsed, and stored in
+  `billing_events` (`INSERT … ON CONFLICT DO NOTHING`, one transaction each) by as many
+  threads over psycopg, no HTTP and no handling;
+- the HTTP ceiling: once every event is applied, all of them are sent again to meterbill.
+  Each is then verified, parsed and answered `duplicate` after one INSERT that finds its
+  row: what the same stack, clients and machine allow for a webhook that applies nothing.
 
     .venv/bin/python -m bench.webhooks --users 500 --clients 4
 """
@@ -336,6 +340,8 @@ def main() -> None:
             total_time += elapsed
             outcomes.update(phase_outcomes)
             samples += phase_samples
+        again, again_outcomes, _ = deliver(base, every, args.clients)
+    ceiling = len(every) / again
     rate = len(every) / total_time
     db = Database(url)
     with db.engine.connect() as conn:
@@ -350,6 +356,10 @@ def main() -> None:
         f"meterbill: {rate:,.0f} events/s applied (p50 {percentile(samples, 0.5):.1f} ms, "
         f"p99 {percentile(samples, 0.99):.1f} ms) = {rate / raw_rate:.0%} of the raw "
         f"reference ({raw_rate:,.0f}/s); floor 500 events/s"
+    )
+    print(
+        f"HTTP ceiling (every event sent again, answered {dict(again_outcomes)}): "
+        f"{ceiling:,.0f} events/s; meterbill applies at {rate / ceiling:.0%} of it"
     )
     print(f"os.cpu_count() = {os.cpu_count()}")
     print("command: .venv/bin/python -m bench.webhooks " + " ".join(sys.argv[1:]))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from meterbill.auth.models import User
 from meterbill.billing.dispatch import APPLY_ORDER, HANDLERS
 from meterbill.billing.duplicates import cancel_duplicate_subscriptions
-from meterbill.billing.event_context import EventContext
+from meterbill.billing.event_context import DUPLICATES_FOUND, EventContext
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent
 from meterbill.billing.stripe_objects import customer_id_of
@@ -89,7 +89,7 @@ def apply_stripe_event(
     the whole event back and raises WebhookFailed (500), so that Stripe delivers it again.
     """
     try:
-        outcome = read_then_write(
+        outcome, duplicates = read_then_write(
             gateway, lambda reads: _record_and_apply(db, settings, catalog, reads, event, now)
         )
     except Exception as exc:
@@ -98,17 +98,9 @@ def apply_stripe_event(
             extra={"event_id": event["id"], "event_type": event["type"]},
         )
         raise WebhookFailed() from exc
-    if outcome in ("applied", "rejected") and event["type"] in REVEALING_EVENTS:
-        _cancel_duplicates(db, settings, catalog, gateway, event, now)
+    for user_id in sorted(duplicates):
+        _cancel_duplicates(db, settings, catalog, gateway, user_id, now)
     return outcome
-
-
-# Events that can make a subscription live: a second one beside a live one is canceled.
-REVEALING_EVENTS = (
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "checkout.session.completed",
-)
 
 
 def _cancel_duplicates(
@@ -116,17 +108,11 @@ def _cancel_duplicates(
     settings: Settings,
     catalog: Catalog,
     gateway: StripeGateway,
-    event: dict[str, Any],
+    user_id: str,
     now: datetime,
 ) -> None:
     """After the event's commit, with no transaction open: a failure here leaves the event
     applied (Stripe need not send it again) and the `duplicates` schedule tries again."""
-    with db.reading() as session:
-        user_id = session.scalars(
-            select(BillingEvent.user_id).where(BillingEvent.stripe_event_id == event["id"])
-        ).one_or_none()
-    if user_id is None:
-        return
     try:
         cancel_duplicate_subscriptions(db, settings, catalog, gateway, user_id, now)
     except Exception:
@@ -140,8 +126,12 @@ def _record_and_apply(
     reads: StripeReads,
     event: dict[str, Any],
     now: datetime,
-) -> str:
+) -> tuple[str, set[str]]:
+    """The event's outcome, and the users it (or the kept events it applied) showed
+    holding two live subscriptions."""
     with db.transaction() as session:
+        duplicates: set[str] = set()
+        session.info[DUPLICATES_FOUND] = duplicates
         write_jobs_at_commit(session)  # an invoice's jobs would otherwise hold its series
         created = event.get("created")
         customer = customer_id_of(event["data"]["object"])
@@ -167,10 +157,11 @@ def _record_and_apply(
             .execution_options(populate_existing=True)
         ).one_or_none()
         if record is None:
-            return "duplicate"
+            return "duplicate", set()
         if record.outcome == "unresolved":
             event = json.loads(record.payload or "{}")
-        return _apply_record(session, record, event, reads, settings, catalog, now)
+        outcome = _apply_record(session, record, event, reads, settings, catalog, now)
+        return outcome, set(duplicates)
 
 
 def _kept_event(
