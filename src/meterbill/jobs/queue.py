@@ -142,8 +142,13 @@ def _write_kept_jobs(session: Session) -> None:
     rows = session.info.get(_AT_COMMIT)
     if rows:
         session.info[_AT_COMMIT] = []
-        session.execute(
-            insert_for(session)(Job).on_conflict_do_nothing(index_elements=["dedupe_key"]), rows
+        # Core, on the table: one multi-row INSERT (the ORM's bulk path splits the rows by
+        # which keys are None, and costs more Python than the statement).
+        session.connection().execute(
+            insert_for(session)(Job.__table__).on_conflict_do_nothing(
+                index_elements=["dedupe_key"]
+            ),
+            rows,
         )
 
 
