@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
@@ -18,6 +18,7 @@ from meterbill.billing.stripe_objects import metadata_user_id
 from meterbill.billing.stripe_reads import StripeReads
 from meterbill.billing.subscriptions import refresh_subscription, sync_user_plan
 from meterbill.config import Catalog, Settings
+from meterbill.db import insert_for, utcnow
 
 Outcome = tuple[str, str | None]
 # session.info key: the users this transaction saw holding two live subscriptions.
@@ -70,11 +71,36 @@ def _resolve_user(ctx: EventContext, customer_id: str | None, claimed: str | Non
         user_id = metadata_user_id(ctx.stripe.retrieve_customer(customer_id))
     if not user_id:
         return None
-    user = lock_user(ctx.session, user_id)
-    if customer_id and user.stripe_customer_id is None:
-        user.stripe_customer_id = customer_id
-        ctx.linked.append(customer_id)
+    if customer_id:
+        user = _link_user(ctx.session, user_id, customer_id)
+        if user.stripe_customer_id == customer_id:  # no user had it: linked just now
+            ctx.linked.append(customer_id)
+    else:
+        user = lock_user(ctx.session, user_id)
     ctx.record.user_id = user.id
+    return user
+
+
+def _link_user(session: Session, user_id: str, customer_id: str) -> User:
+    """The user, created if needed, given the customer unless it has one, and locked: one
+    round trip (an upsert locks the row it updates until the transaction ends)."""
+    now = utcnow()
+    statement = insert_for(session)(User).values(
+        id=user_id, plan="free", stripe_customer_id=customer_id, created_at=now, updated_at=now
+    )
+    unlinked = User.stripe_customer_id.is_(None)
+    statement = statement.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "stripe_customer_id": func.coalesce(
+                User.stripe_customer_id, statement.excluded.stripe_customer_id
+            ),
+            "updated_at": case((unlinked, statement.excluded.updated_at), else_=User.updated_at),
+        },
+    )
+    user: User = session.scalars(
+        statement.returning(User).execution_options(populate_existing=True)
+    ).one()
     return user
 
 
