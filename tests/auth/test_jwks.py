@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import Service
+from tests.log_records import Records, records_of
 
 
 class JwksServer:
@@ -69,25 +70,10 @@ def signed(private: rsa.RSAPrivateKey, kid: str, **claims: Any) -> dict[str, str
     return {"Authorization": f"Bearer {token}"}
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def auth_log() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("meterbill.auth")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+    with records_of("meterbill.auth", logging.INFO) as records:
+        yield records
 
 
 def test_keys_are_cached_and_fetched_again_when_the_provider_rotates(

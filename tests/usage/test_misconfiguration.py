@@ -25,25 +25,14 @@ from meterbill.client import (
     usage_event,
 )
 from tests.conftest import free_port
+from tests.log_records import Records, records_of
 from tests.usage.conftest import Metering
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 @pytest.fixture
 def client_log() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("meterbill.client")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+    with records_of("meterbill.client") as records:
+        yield records
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
