@@ -124,16 +124,3 @@ def metadata_user_id(obj: Obj) -> str | None:
 
 def created_at(obj: Obj) -> datetime | None:
     return _timestamp(obj.get("created"))
-
-
-def subscription_id_of(event_type: str, obj: Obj) -> str | None:
-    """The subscription an event is about, as its handler (billing.dispatch) reads it;
-    None for a type no handler folds into a subscription."""
-    if event_type.startswith("customer.subscription."):
-        snapshot = read_subscription(obj)
-        return snapshot.id if snapshot else None
-    if event_type in ("invoice.payment_failed", "invoice.payment_succeeded", "invoice.paid"):
-        return invoice_subscription_id(obj)
-    if event_type == "checkout.session.completed":
-        return _id(obj.get("subscription"))
-    return None

@@ -22,7 +22,7 @@ from meterbill.billing.duplicates import cancel_duplicate_subscriptions
 from meterbill.billing.event_context import DUPLICATES_FOUND, EventContext
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent
-from meterbill.billing.stripe_objects import customer_id_of, subscription_id_of
+from meterbill.billing.stripe_objects import customer_id_of
 from meterbill.billing.stripe_reads import StripeReads, read_then_write
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, insert_for
@@ -134,17 +134,7 @@ def _record_and_apply(
         session.info[DUPLICATES_FOUND] = duplicates
         write_jobs_at_commit(session)  # an invoice's jobs would otherwise hold its series
         created = event.get("created")
-        obj = event["data"]["object"]
-        customer = customer_id_of(obj)
-        handled = event["type"] in HANDLERS
-        # What the handler will find is written now when it can be (the customer's user,
-        # the subscription): the handler's assignments then change nothing, and the row
-        # needs no UPDATE before the fold reads it.
-        owner = (
-            select(User.id).where(User.stripe_customer_id == customer).scalar_subquery()
-            if customer and handled
-            else None
-        )
+        customer = customer_id_of(event["data"]["object"])
         # One round trip: the new row, or — on a redelivery — the row already there if it
         # was kept `unresolved` (locked, to be tried again); nothing for a mere duplicate.
         record = session.scalars(
@@ -155,8 +145,6 @@ def _record_and_apply(
                 payload=json.dumps(event, separators=(",", ":"), default=str),
                 stripe_created=int(created) if isinstance(created, int | float) else 0,
                 stripe_customer_id=customer[:255] if customer else None,
-                stripe_subscription_id=subscription_id_of(event["type"], obj) if handled else None,
-                user_id=owner,
                 outcome="applied",
                 received_at=now,
             )
