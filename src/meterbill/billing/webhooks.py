@@ -145,7 +145,8 @@ def _record_and_apply(
                 payload=json.dumps(event, separators=(",", ":"), default=str),
                 stripe_created=int(created) if isinstance(created, int | float) else 0,
                 stripe_customer_id=customer[:255] if customer else None,
-                outcome="applied",
+                # A type no handler acts on is written as ignored at once (no UPDATE).
+                outcome="applied" if event["type"] in HANDLERS else "ignored",
                 received_at=now,
             )
             .on_conflict_do_update(
@@ -158,6 +159,8 @@ def _record_and_apply(
         ).one_or_none()
         if record is None:
             return "duplicate", set()
+        if record.outcome == "ignored":
+            return "ignored", set()
         if record.outcome == "unresolved":
             event = json.loads(record.payload or "{}")
         outcome = _apply_record(session, record, event, reads, settings, catalog, now)
