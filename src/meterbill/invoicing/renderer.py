@@ -5,13 +5,21 @@ WeasyPrint keeps about 0.25 MiB per document it renders for as long as its proce
 grew 172 MiB in a 10-minute soak). So the HTML -> PDF step, and only it, runs in a child
 process that exits after `documents_per_child` documents; the next one starts fresh.
 
-- One child per process that renders (a worker, an API process, a CLI command), made on
-  the first render and kept between renders: starting one costs an import of WeasyPrint
-  (~1.5 s), done in the background right after the previous child exits.
-- Spawned, never forked: the parent holds database connections and threads.
+- One child per process that renders, made on its first render and kept between renders:
+  starting one costs about a second (an interpreter and WeasyPrint's import), paid in the
+  background right after the previous child exits.
+- The same in every process: the worker (which renders nearly every document), an API
+  process (a download of a document the worker has not rendered yet) and the CLI. In the
+  API too, so that no process grows with the documents it renders (an API whose worker is
+  down renders every download) and the API process never imports WeasyPrint (~40 MiB);
+  the price is an idle child there once it has rendered, stopped at exit.
+- Spawned, never forked: the parent holds database connections and threads. Spawning
+  imports the parent's `__main__` module in the child, so a script that renders keeps its
+  top level under `if __name__ == "__main__":` (meterbill's commands do).
 - The child ignores SIGINT and SIGTERM (Ctrl-C and a supervisor signal the whole process
-  group; the parent finishes the document in hand, then stops the child) and exits by
-  itself within a second if its parent is gone (killed with SIGKILL).
+  group; the parent finishes the document in hand, then stops the child: `stop_renderer`,
+  also run at interpreter exit) and exits by itself within a second when its parent is
+  gone (killed with SIGKILL).
 - A child that dies during a render raises PdfRenderingFailed; the next render makes a
   new child.
 """
@@ -33,9 +41,10 @@ from meterbill.errors import PdfRenderingFailed
 DOCUMENTS_PER_CHILD = 50
 
 # One render at a time, the lock held until its PDF is back. The child renders one document
-# at a time anyway; and Python 3.11–3.13's executor can stop replacing a recycled child when
-# tasks queue up behind each other (cpython gh-115634: with max_tasks_per_child, a backlog
-# leaves a stale "idle worker" token, and the next task waits forever).
+# at a time anyway; and Python 3.11's executor can stop replacing a recycled child when
+# tasks queue up behind each other (cpython gh-115634, fixed in later releases: with
+# max_tasks_per_child, a backlog leaves a stale "idle worker" token and the next task
+# waits forever). Submitted one by one, every task is taken by a live child.
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _pool_documents_per_child = 0
