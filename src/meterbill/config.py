@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # Where the seller lives: issue dates, service periods and numbering months follow it.
     seller_timezone: str = Field("Europe/Paris", alias="METERBILL_SELLER_TIMEZONE")
     seller_country: str = Field("FR", alias="METERBILL_SELLER_COUNTRY")  # ISO 3166 alpha-2
+    # PDFs are rendered in a child process replaced after this many documents
+    # (meterbill.invoicing.renderer: WeasyPrint keeps memory per document rendered).
+    pdf_documents_per_child: int = Field(50, alias="METERBILL_PDF_DOCUMENTS_PER_CHILD", ge=1)
     # The accountant's export (FEC): chart of accounts and journals.
     fec_account_customers: str = Field("411000", alias="METERBILL_FEC_ACCOUNT_CUSTOMERS")
     fec_account_revenue: str = Field("706000", alias="METERBILL_FEC_ACCOUNT_REVENUE")

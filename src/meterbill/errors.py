@@ -154,6 +154,16 @@ class EinvoiceRejected(MeterbillError):
     message_en = "This document breaks the EN 16931 rules"
 
 
+class PdfRenderingFailed(MeterbillError):
+    """The process rendering PDFs died during this document (killed, out of memory): the
+    next request renders it in a new one."""
+
+    status = 503
+    code = "pdf_rendering_failed"
+    message_fr = "Le PDF n'a pas pu être produit, réessayez"
+    message_en = "The PDF could not be rendered; try again"
+
+
 class WebhookNotConfigured(MeterbillError):
     status = 503
     code = "webhook_not_configured"

@@ -1,4 +1,5 @@
-"""`meterbill worker` as real processes: killed mid-job, and several sharing one queue."""
+"""`meterbill worker` as real processes: killed mid-job, several sharing one queue, and the
+PDF render child they leave behind (none)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +19,8 @@ from meterbill.jobs.models import Job
 from meterbill.jobs.queue import enqueue
 from meterbill.notify.service import notify_quota_alert
 from meterbill.notify.webhooks import WEBHOOK_DELIVERY, emit_webhook
+from tests import stripe_events as se
+from tests.conftest import Service
 from tests.jobs.conftest import Receiver, SmtpServer, wait_for
 
 Start = Callable[..., subprocess.Popen[bytes]]
@@ -119,3 +123,61 @@ def test_two_workers_run_each_of_1000_jobs_exactly_once(
     assert set(by_worker) == {"worker-a", "worker-b"}
     print(f"\n1000 jobs, 2 workers: {elapsed:.1f} s, split {dict(by_worker)}")
     db.dispose()
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"  # a zombie has exited (waiting for init to reap it)
+
+
+def _worker_with_a_render_child(
+    make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A worker that rendered an invoice's PDF (its `invoice.render` job), and its child
+    processes: the render child and multiprocessing's resource tracker."""
+    service = make_service(invoice_dir=tmp_path)
+    with service.db.transaction() as session:
+        lock_user(session, "user-1").stripe_customer_id = "cus_pdf"
+    paid = se.event("invoice.paid", se.invoice("in_pdf", "cus_pdf", None, amount=1080))
+    assert service.post_event(paid).status_code == 200
+    worker = start_worker("worker-pdf", METERBILL_INVOICE_DIR=str(tmp_path))
+    wait_for(lambda: list(tmp_path.glob("**/*.pdf")), timeout=60, what="the PDF")
+    children = _children(worker.pid)
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+    assert sum(b"spawn_main" in command for command in commands) == 1  # the render child
+    return worker, children
+
+
+def test_a_stopped_worker_stops_its_pdf_render_child(
+    make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
+) -> None:
+    worker, children = _worker_with_a_render_child(make_service, start_worker, tmp_path)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    wait_for(lambda: not any(map(_alive, children)), timeout=5, what="the children to exit")
+
+
+def test_a_killed_workers_pdf_render_child_exits_by_itself(
+    make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
+) -> None:
+    worker, children = _worker_with_a_render_child(make_service, start_worker, tmp_path)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    # Nobody stops the render child: it sees its parent gone (checked every second).
+    wait_for(lambda: not any(map(_alive, children)), timeout=5, what="the orphans to exit")

@@ -1,4 +1,5 @@
-"""PDFs of invoices and credit notes: an HTML template in French, rendered by WeasyPrint.
+"""PDFs of invoices and credit notes: an HTML template in French, rendered by WeasyPrint
+(in a child process, see invoicing.renderer).
 
 A document's `pdf_path` is fixed when it is issued; the file is written by the worker (the
 `invoice.render` job enqueued with the document, see invoicing.seals) or, failing that, on
@@ -28,6 +29,7 @@ from meterbill.invoicing.einvoice.rules import check_business_rules
 from meterbill.invoicing.ledger import find_document, lines_of, seller_of
 from meterbill.invoicing.models import Invoice, InvoiceLine
 from meterbill.invoicing.parties import vat_mentions
+from meterbill.invoicing.renderer import DOCUMENTS_PER_CHILD, html_to_pdf
 
 log = logging.getLogger("meterbill.invoicing")
 _environment = Environment(
@@ -131,12 +133,13 @@ def render_document_pdf(
     lines: list[InvoiceLine],
     credited: Invoice | None = None,
     zone: str = "Europe/Paris",
+    documents_per_child: int = DOCUMENTS_PER_CHILD,
 ) -> bytes:
-    """The printed document as a PDF/A-3b (what Factur-X embeds its XML into)."""
-    from weasyprint import HTML  # heavy import, only where PDFs are made
-
+    """The printed document as a PDF/A-3b (what Factur-X embeds its XML into), rendered by
+    WeasyPrint in a child process replaced every `documents_per_child` documents (see
+    invoicing.renderer). Raises PdfRenderingFailed when that child died meanwhile."""
     html = render_document_html(document, lines, credited, zone)
-    return HTML(string=html).write_pdf(pdf_variant="pdf/a-3b")  # type: ignore[no-any-return]
+    return html_to_pdf(html, documents_per_child)
 
 
 def render_facturx(
@@ -147,7 +150,9 @@ def render_facturx(
     and the audit names it."""
     edocument = _edocument(settings, document, lines, credited)
     xml = build_cii(edocument)
-    pdf = render_document_pdf(document, lines, credited, settings.seller_timezone)
+    pdf = render_document_pdf(
+        document, lines, credited, settings.seller_timezone, settings.pdf_documents_per_child
+    )
     violations = check_business_rules(edocument)
     if violations:
         log.error(

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy.orm import Session
 
 from meterbill.auth.dependencies import CurrentUser, ServicesDep
-from meterbill.errors import InvoiceNotFound
+from meterbill.errors import InvoiceNotFound, PdfRenderingFailed
 from meterbill.invoicing import ledger
 from meterbill.invoicing.einvoice import PROFILE
 from meterbill.invoicing.einvoice.service import XmlFormat, document_xml
@@ -116,7 +116,7 @@ def get_invoice(number: InvoiceNumber, user: CurrentUser, services: ServicesDep)
     response_class=FileResponse,
     responses={200: {"content": {"application/pdf": {}}}},
 )
-@raises(InvoiceNotFound)
+@raises(InvoiceNotFound, PdfRenderingFailed)
 def get_invoice_pdf(
     number: InvoiceNumber, user: CurrentUser, services: ServicesDep
 ) -> FileResponse:

@@ -46,6 +46,7 @@ def worker(
     worker_id: Annotated[str | None, typer.Option("--id", help="Name in job locks.")] = None,
 ) -> None:
     """Run queued jobs (emails, webhooks) and the schedules until stopped (SIGTERM/Ctrl-C)."""
+    from meterbill.invoicing.renderer import stop_renderer
     from meterbill.jobs.worker import SCHEDULES, Worker
     from meterbill.logs import configure_logging
 
@@ -53,20 +54,22 @@ def worker(
     configure_logging(settings.log_level)
     db = _database(settings)
     runner = Worker(settings, db, worker_id=worker_id, schedules=SCHEDULES if schedules else ())
-    if burst:
-        if schedules:
-            runner.tick_schedules()
-        count = _run_burst(runner, db)
-        typer.echo(f"ran {count} job(s)")
+    try:
+        if burst:
+            if schedules:
+                runner.tick_schedules()
+            count = _run_burst(runner, db)
+            typer.echo(f"ran {count} job(s)")
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        database = url_for_display(settings.database_url)
+        typer.echo(f"meterbill worker {runner.id} on {database}", err=True)
+        runner.run_forever(stop)
+    finally:
+        stop_renderer()  # the PDF render child, if a job made one: no orphan left
         db.dispose()
-        return
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    database = url_for_display(settings.database_url)
-    typer.echo(f"meterbill worker {runner.id} on {database}", err=True)
-    runner.run_forever(stop)
-    db.dispose()
 
 
 def _run_burst(runner: Any, db: Database) -> int:

@@ -1,0 +1,88 @@
+"""PDFs are rendered in a child process replaced every N documents (WeasyPrint keeps memory
+per document for the life of its process): downloads through the API, whose process never
+imports WeasyPrint, still serve valid PDF/A-3 Factur-X files."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+import httpx
+from pypdf import PdfReader
+
+from meterbill.invoicing.pdf import pdf_file, xml_file
+from tests import stripe_events as se
+from tests.conftest import Service
+from tests.invoicing.helpers import customer_of, documents, posted
+
+
+def _issue_invoice_and_credit_note(service: Service) -> list[str]:
+    customer = customer_of(service)
+    paid = se.invoice("in_child", customer, "sub_child", amount=1080, payment_intent="pi_child")
+    posted(service, se.event("invoice.paid", paid))
+    refund = se.charge_refunded(customer, "pi_child", 1080, [("re_child", 300)])
+    posted(service, se.event("charge.refunded", refund))
+    return [document.invoice_number for document in documents(service)]
+
+
+def _download_fresh(service: Service, number: str) -> httpx.Response:
+    """GET the document's PDF after removing its files, so that it is rendered again."""
+    [document] = [d for d in documents(service) if d.invoice_number == number]
+    pdf_file(service.settings, document).unlink(missing_ok=True)
+    xml_file(service.settings, document).unlink(missing_ok=True)
+    return service.client.get(f"/api/v1/billing/invoices/{number}/pdf", headers=service.auth())
+
+
+def _assert_factur_x_pdf_a3(content: bytes) -> None:
+    root = PdfReader(io.BytesIO(content)).trailer["/Root"]
+    xmp = root["/Metadata"].get_object().get_data().decode()
+    assert "<pdfaid:part>3</pdfaid:part>" in xmp and "<pdfaid:conformance>B" in xmp
+    assert root["/OutputIntents"]  # PDF/A's colour profile
+    assert root["/Names"]["/EmbeddedFiles"]["/Names"][0] == "factur-x.xml"
+
+
+def _render_children() -> list[int]:
+    return [child.pid for child in multiprocessing.active_children()]
+
+
+def test_pdfs_are_rendered_in_a_child_replaced_every_n_documents(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(pdf_documents_per_child=2)
+    numbers = _issue_invoice_and_credit_note(service)
+    children_after: dict[int, list[int]] = {}
+    for render in range(1, 6):
+        response = _download_fresh(service, numbers[render % 2])
+        assert response.status_code == 200, response.text
+        _assert_factur_x_pdf_a3(response.content)
+        children_after[render] = _render_children()
+    # Renders 1-2 in a first child, 3-4 in a second, 5 in a third (after a child's last
+    # document the next one is being started: not looked at).
+    first, second, third = children_after[1], children_after[3], children_after[5]
+    assert len(first) == len(second) == len(third) == 1
+    assert len({first[0], second[0], third[0], os.getpid()}) == 4
+    assert "weasyprint" not in sys.modules  # this process rendered none of them
+
+
+def test_a_render_child_that_dies_is_a_503_then_a_new_child_renders(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service()
+    number = _issue_invoice_and_credit_note(service)[0]
+    assert _download_fresh(service, number).status_code == 200
+    [child] = _render_children()
+
+    os.kill(child, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    response = _download_fresh(service, number)
+    assert response.status_code == 503
+    assert response.json()["code"] == "pdf_rendering_failed"
+
+    response = _download_fresh(service, number)
+    assert response.status_code == 200
+    _assert_factur_x_pdf_a3(response.content)
+    [replacement] = _render_children()
+    assert replacement != child
