@@ -19,11 +19,6 @@ from meterbill.config import Settings
 from meterbill.db import Base, Database
 from meterbill.errors import NotADemoDatabase
 from meterbill.invoicing.models import Invoice
-from meterbill.notify.service import EMAIL_JOB
-from meterbill.notify.webhooks import WEBHOOK_DELIVERY, WEBHOOK_EVENT
-
-# Job kinds whose work reaches people or systems outside meterbill.
-OUTGOING_JOB_KINDS = (EMAIL_JOB, WEBHOOK_EVENT, WEBHOOK_DELIVERY)
 
 
 class DemoDatabase(Base):
@@ -51,6 +46,17 @@ def claim_for_demo(db: Database, now: datetime) -> None:
 def is_demo_database(db: Database) -> bool:
     with db.reading() as session:
         return session.get(DemoDatabase, 1) is not None
+
+
+def outgoing_job_kinds() -> tuple[str, ...]:
+    """The job kinds whose work reaches people or systems outside meterbill."""
+    # Imported here, not above: this module holds a table, so every `meterbill` command
+    # imports it (through meterbill.models), and the notify modules bring the e-mail
+    # validator, httpx and the PDF renderer, which only the worker needs.
+    from meterbill.notify.service import EMAIL_JOB
+    from meterbill.notify.webhooks import WEBHOOK_DELIVERY, WEBHOOK_EVENT
+
+    return (EMAIL_JOB, WEBHOOK_EVENT, WEBHOOK_DELIVERY)
 
 
 def sandboxed(settings: Settings) -> Settings:

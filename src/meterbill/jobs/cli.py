@@ -1,4 +1,7 @@
-"""Operator commands for background work: worker, jobs, reconcile, demo."""
+"""Operator commands for background work: worker, jobs, reconcile, demo.
+
+What a command needs (rich, the services) is imported inside it: every `meterbill` start
+imports this module."""
 
 from __future__ import annotations
 
@@ -8,9 +11,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 from meterbill.config import Settings
 from meterbill.db import Database, url_for_display, utcnow
@@ -74,6 +74,8 @@ def worker(
 
 def _run_burst(runner: Any, db: Database) -> int:
     """Run the due jobs one by one under a progress bar; how many ran."""
+    from rich.console import Console
+    from rich.progress import Progress
     from sqlalchemy import func, select
 
     from meterbill.jobs.models import Job
@@ -102,6 +104,8 @@ def reconcile(
     ] = None,
 ) -> None:
     """Compare subscriptions with Stripe and heal what missed or lost webhooks left wrong."""
+    from rich.console import Console
+    from rich.progress import Progress
     from sqlalchemy import select
 
     from meterbill.auth.models import User
@@ -159,6 +163,9 @@ def jobs_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1, max=10_000)] = 50,
 ) -> None:
     """List jobs, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
     from meterbill.jobs.queue import list_jobs
 
     db = _database(Settings())
@@ -204,6 +211,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
     """Load a realistic demo dataset: users, subscriptions, Stripe events, usage, invoices."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from meterbill.demo import load_demo
     from meterbill.errors import NotADemoDatabase
 

@@ -174,7 +174,7 @@ class Worker:
     def _stay_inside_on_a_demo_database(self) -> None:
         """On a database `meterbill demo` made, send nothing out (checked until it is one:
         the demo may be loaded while this worker runs)."""
-        from meterbill.sandbox import OUTGOING_JOB_KINDS, is_demo_database, sandboxed
+        from meterbill.sandbox import is_demo_database, outgoing_job_kinds, sandboxed
 
         if self.sandboxed or not is_demo_database(self.db):
             return
@@ -183,7 +183,7 @@ class Worker:
         self.gateway = StripeGateway(self.settings)
         self.handlers = {
             **self.handlers,
-            **{kind: _not_sent_from_a_demo_database for kind in OUTGOING_JOB_KINDS},
+            **{kind: _not_sent_from_a_demo_database for kind in outgoing_job_kinds()},
         }
         log.warning("demo database: emails, webhooks and Stripe calls are not sent")
 

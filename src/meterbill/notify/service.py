@@ -20,7 +20,6 @@ from meterbill.auth.models import User
 from meterbill.config import Settings
 from meterbill.db import Database, utcnow
 from meterbill.invoicing.models import Invoice
-from meterbill.invoicing.pdf import ensure_pdf
 from meterbill.jobs.queue import ClaimedJob, NewJob, PermanentJobError, enqueue, enqueue_many
 from meterbill.notify import templates
 from meterbill.notify.email import (
@@ -253,6 +252,10 @@ def send_email_job(db: Database, settings: Settings, job: ClaimedJob) -> str:
                         extra={"job_id": job.id})  # fmt: skip
             return "invalid_address"
     if payload["template"] == "invoice_issued":
+        # Imported here: the PDF and e-invoice modules (and Stripe's SDK behind them) are
+        # not for every `meterbill` start, which reaches this module through the models.
+        from meterbill.invoicing.pdf import ensure_pdf
+
         attachments.append(ensure_pdf(db, settings, fields["invoice_number"]))
     if not settings.smtp_url:
         log.warning("email not sent: METERBILL_SMTP_URL is not set", extra={"job_id": job.id})
