@@ -42,7 +42,7 @@ ARGUMENTS: dict[tuple[str, ...], list[str]] = {
     ("dev",): ["--port", str(free_port())],
 }
 # Commands that serve until stopped: they run a few seconds, then get SIGTERM.
-LONG_RUNNING = {("serve",), ("worker", "forever"), ("dev",)}
+LONG_RUNNING = {("worker", "forever"), ("dev",)}
 EXTRA_RUNS: dict[tuple[str, ...], tuple[tuple[str, ...], list[str]]] = {
     ("worker", "forever"): (("worker",), ["--no-schedules"]),
 }
@@ -217,12 +217,12 @@ def _environment(
 def _every_output(env: dict[str, str], secrets: dict[str, str], tmp: Path) -> dict[str, str]:
     outputs: dict[str, str] = {}
     commands = dict(_commands())
+    # `serve` runs once, below, answering requests: a run without them showed nothing more.
     runs = [(path, path, _arguments(path, command)) for path, command in commands.items()]
+    runs = [run for run in runs if run[0] != ("serve",)]
     runs += [(name, path, args) for name, (path, args) in EXTRA_RUNS.items()]
 
     def run(name: tuple[str, ...], path: tuple[str, ...], args: list[str]) -> None:
-        if path == ("serve",):
-            args = ["--port", str(free_port())]
         seconds = 4.0 if name in LONG_RUNNING else 120.0
         started = time.monotonic()
         args = [arg.replace("{tmp}", str(tmp)) for arg in args]  # the test's own folder
@@ -230,11 +230,14 @@ def _every_output(env: dict[str, str], secrets: dict[str, str], tmp: Path) -> di
         outputs[" ".join(name)] = output
         print(f"{' '.join(name)}: {time.monotonic() - started:.1f} s")
 
-    # Side by side: each command is a process that mostly waits (start-up, the database).
+    # Side by side: each command is a process that mostly waits (start-up, the database);
+    # those that wait their few seconds to be stopped go first, beside the quick ones.
+    runs.sort(key=lambda spec: spec[0] not in LONG_RUNNING)
     with ThreadPoolExecutor(3) as pool:
         for future in [pool.submit(run, *spec) for spec in runs]:
             future.result()
-    outputs["serve (with requests)"] = _serve_and_call(env, secrets)
+    # After the others: the requests make a user, and `demo` loads only into an empty database.
+    outputs["serve"] = _serve_and_call(env, secrets)
     return outputs
 
 
