@@ -7,6 +7,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -21,8 +23,10 @@ import jwt
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 from meterbill.app import create_app
+from meterbill.cli import main as meterbill_main
 from meterbill.config import Settings
 from meterbill.db import Database
 from meterbill.migrate import upgrade
@@ -108,6 +112,30 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     engine.dispose()
     return url
+
+
+def run_meterbill(
+    *args: str, env: dict[str, str | None], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`meterbill ARGS` in this process, through the console script's own `main` (its
+    one-line errors and exit codes), with these environment changes (None removes one) and
+    this stdin; what a process would have printed. Tests of what a command says or does use
+    it: a process costs a second of start-up. What needs a process (signals, `serve`, the
+    console script itself) starts one."""
+    runner = CliRunner()
+    argv = sys.argv
+    with runner.isolation(input=stdin, env=env) as (out, err, _):
+        sys.argv = ["meterbill", *args]
+        try:
+            meterbill_main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        else:
+            code = 0
+        finally:
+            sys.argv = argv
+        stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+    return subprocess.CompletedProcess(["meterbill", *args], code, stdout, stderr)
 
 
 @pytest.fixture(scope="session")

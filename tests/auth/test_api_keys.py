@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 from sqlalchemy import select
@@ -13,18 +11,11 @@ from meterbill.auth.models import ApiKey
 from meterbill.auth.service import verify_api_key
 from meterbill.db import Database
 from meterbill.errors import InvalidApiKey
+from tests.conftest import run_meterbill
 
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "METERBILL_DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "meterbill", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_meterbill(*args, env={"METERBILL_DATABASE_URL": database_url})
 
 
 def test_cli_creates_a_key_stored_only_as_a_hash(database_url: str) -> None:

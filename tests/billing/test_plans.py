@@ -3,9 +3,7 @@ names the file, the key and the reason; an unlimited metric reads null everywher
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from meterbill.auth.service import create_api_key
 from meterbill.config import PlansFileError
-from tests.conftest import Service, base_settings
+from tests.conftest import Service, base_settings, run_meterbill
 
 PLANS = """
 [meters.images]
@@ -93,15 +91,8 @@ def test_missing_plans_file_is_named(tmp_path: Path) -> None:
 
 
 def run_cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "METERBILL_HOME": str(home), **env}
-    environment.pop("METERBILL_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "meterbill", *args],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_meterbill(
+        *args, env={"METERBILL_HOME": str(home), "METERBILL_DATABASE_URL": None, **env}
     )
 
 

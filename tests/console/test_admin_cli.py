@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +12,7 @@ from meterbill.admin.models import AdminUser
 from meterbill.admin.service import authenticate
 from meterbill.db import Database
 from meterbill.errors import InvalidCredentials
+from tests.conftest import run_meterbill
 
 PASSWORD = "a long enough password"
 
@@ -21,14 +20,8 @@ PASSWORD = "a long enough password"
 def _create(
     database_url: str, email: str, stdin: str, *flags: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meterbill", "-q", "admin", "create", email, *flags],
-        input=stdin,
-        env={**os.environ, "METERBILL_DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env: dict[str, str | None] = {"METERBILL_DATABASE_URL": database_url}
+    return run_meterbill("-q", "admin", "create", email, *flags, env=env, stdin=stdin)
 
 
 def test_create_reads_the_password_from_stdin_and_keeps_only_a_hash(database_url: str) -> None:
