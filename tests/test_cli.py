@@ -12,7 +12,7 @@ import httpx
 
 from meterbill.db import Database
 from meterbill.migrate import current_revision
-from tests.conftest import free_port
+from tests.conftest import free_port, run_meterbill
 
 
 def test_serve_migrates_then_answers_health_checks(tmp_path: object) -> None:
@@ -47,16 +47,8 @@ def test_serve_migrates_then_answers_health_checks(tmp_path: object) -> None:
 
 
 def test_migrate_is_idempotent(database_url: str) -> None:
-    env = {**os.environ, "METERBILL_DATABASE_URL": database_url}
     for _ in range(2):
-        result = subprocess.run(
-            [sys.executable, "-m", "meterbill", "migrate"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_meterbill("migrate", env={"METERBILL_DATABASE_URL": database_url})
         assert result.returncode == 0, result.stderr
         assert "database at revision" in result.stdout
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_meterbill
+
+CONFIGURATION = ("METERBILL_", "STRIPE_", "BILLING_")  # what the tests' environment may set
 UNREACHABLE_DB = "postgresql+psycopg://nobody@127.0.0.1:1/none"
 DB_COMMANDS = [
     ["migrate"],
@@ -28,9 +31,7 @@ DB_COMMANDS = [
 
 def meterbill(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("METERBILL_", "STRIPE_", "BILLING_"))
+        key: value for key, value in os.environ.items() if not key.startswith(CONFIGURATION)
     }
     environment.update({"METERBILL_HOME": str(home), **env})
     return subprocess.run(
@@ -104,20 +105,27 @@ def test_serve_refuses_a_taken_port_before_saying_ready(tmp_path: Path) -> None:
     assert "serving" not in result.stdout
 
 
-def test_version_help_and_headers(tmp_path: Path) -> None:
-    version = meterbill("--version", home=tmp_path)
+def test_version_help_and_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What is printed, not how a process ends: in this process (the others here start one).
+    monkeypatch.chdir(tmp_path)
+
+    def meterbill(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        unset = {key: None for key in os.environ if key.startswith(CONFIGURATION)}
+        return run_meterbill("-q", *args, env={**unset, "METERBILL_HOME": str(tmp_path), **env})
+
+    version = meterbill("--version")
     assert version.returncode == 0 and version.stdout.startswith("meterbill ")
     for command in (["--help"], ["jobs", "list", "--help"], ["apikey", "create", "--help"]):
-        shown = meterbill(*command, home=tmp_path, COLUMNS="100")
+        shown = meterbill(*command, COLUMNS="100")
         assert shown.returncode == 0
         for marker in ("<bool>", "<str>", "<int>", "{"):
             assert marker not in shown.stdout, (command, marker, shown.stdout)
-    created = meterbill("apikey", "create", "billing-backend", home=tmp_path)
+    created = meterbill("apikey", "create", "billing-backend")
     assert created.returncode == 0 and created.stdout.startswith("mb_")
-    listed = meterbill("apikey", "list", home=tmp_path).stdout.splitlines()
+    listed = meterbill("apikey", "list").stdout.splitlines()
     assert listed[0].split("\t")[:3] == ["prefix", "name", "state"]
     assert "billing-backend" in listed[1]
-    migrated = meterbill("migrate", home=tmp_path).stdout
+    migrated = meterbill("migrate").stdout
     assert "head revision" in migrated and "up to date" in migrated
 
 
