@@ -16,7 +16,9 @@ from tests.billing.test_plan_changes import CANCEL, CHECKOUT, PLAN, subscribe
 from tests.conftest import Service, stripe_peer_price
 from tests.stripe_peer import StripePeer
 
-STRIPE_DELAY = 6.0
+# Each case waits this long for Stripe. Behind it, the consume (sent 1 s in) would wait
+# ~3.5 s, well over the bound below; a longer delay only made every case slower.
+STRIPE_DELAY = 4.5
 # A consume takes milliseconds on a quiet machine; the bound leaves room for a loaded CI
 # host while staying far below the Stripe delay it must not wait behind.
 CONSUME_BOUND = 2.0
