@@ -163,14 +163,30 @@ class Clock:
 
 
 class QuickStopServer(uvicorn.Server):
-    """uvicorn's server, looking at `should_exit` every 10 ms instead of every 100 ms: each
-    test stops the services it started, and the wait was most of a test's teardown."""
+    """uvicorn's server (0.54), stopping in milliseconds instead of ~0.2 s: each test stops
+    the services it started, and that wait was most of a test's teardown. It looks at
+    `should_exit` every 10 ms (uvicorn: 100 ms), and at shutdown waits for the open
+    connections to close rather than a fixed 100 ms; the rest is uvicorn's shutdown."""
 
     async def main_loop(self) -> None:
         counter = 0
         while not await self.on_tick(counter):
             counter = (counter + 1) % 864000
             await asyncio.sleep(0.01)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        for _ in range(20):
+            if not self.server_state.connections:
+                break
+            await asyncio.sleep(0.005)
+        await self._wait_tasks_to_complete()
+        await self.lifespan.shutdown()
 
 
 @dataclass
