@@ -81,11 +81,11 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], name: str) -> None:
 
 
 @contextmanager
-def floor(url: str, workers: int = 2, port: int | None = None) -> Iterator[str]:
+def floor(url: str, workers: int = 2, port: int | None = None, **env: str) -> Iterator[str]:
     """The floor app (bench/floor.py) serving `url`'s floor tables; yields its base URL."""
     port = port or free_port()
     command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
-    environment = {**os.environ, "FLOOR_DATABASE_URL": url}
+    environment = {**os.environ, "FLOOR_DATABASE_URL": url, **env}
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -7,6 +7,9 @@ in the same run.
         used + v WHERE user_id = … AND used + v <= lim RETURNING used`, then the event's
         idempotent insert (`ON CONFLICT DO NOTHING`); 429 when the limit refuses it.
     GET /read?user_id=…: one row read, in autocommit (one round trip).
+    POST /webhook (a signed Stripe event): the signature verified with Stripe's library
+        (FLOOR_WEBHOOK_SECRET), the body parsed, the event stored once (`INSERT … ON
+        CONFLICT DO NOTHING`, one transaction) — a webhook that applies nothing.
 
     FLOOR_DATABASE_URL=postgresql://… .venv/bin/python -m bench.floor --port 8800 --workers 2
 """
@@ -14,10 +17,13 @@ in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any
 
-from fastapi import FastAPI, Response
+import stripe
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import Engine, create_engine, text
 
@@ -27,6 +33,8 @@ CREATE TABLE IF NOT EXISTS floor_quota (user_id text PRIMARY KEY, used bigint NO
 CREATE TABLE IF NOT EXISTS floor_events (user_id text NOT NULL, event_id text NOT NULL,
                                          value bigint NOT NULL, at timestamptz NOT NULL,
                                          PRIMARY KEY (user_id, event_id));
+CREATE TABLE IF NOT EXISTS floor_webhooks (id text PRIMARY KEY, type text NOT NULL,
+                                           payload text NOT NULL);
 """
 
 app = FastAPI()
@@ -46,7 +54,7 @@ def prepare(url: str, users: int, limit: int) -> None:
     eng = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with eng.begin() as conn:
         conn.exec_driver_sql(SCHEMA)
-        conn.exec_driver_sql("TRUNCATE floor_quota, floor_events")
+        conn.exec_driver_sql("TRUNCATE floor_quota, floor_events, floor_webhooks")
         conn.execute(
             text(
                 "INSERT INTO floor_quota SELECT 'user-' || n, 0, :lim FROM generate_series(0, :n) n"
@@ -88,6 +96,32 @@ def read(user_id: str) -> dict[str, Any]:
             "SELECT used FROM floor_quota WHERE user_id = %(u)s", {"u": user_id}
         ).scalar()
     return {"used": used}
+
+
+@app.post("/webhook")
+async def webhook(request: Request, response: Response) -> dict[str, Any]:
+    payload = (await request.body()).decode()
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload,
+            request.headers.get("stripe-signature", ""),
+            os.environ.get("FLOOR_WEBHOOK_SECRET", ""),
+            300,
+        )
+    except stripe.SignatureVerificationError:
+        response.status_code = 400
+        return {"error": "signature"}
+    event = json.loads(payload)
+    return await run_in_threadpool(_store_event, event["id"], event["type"], payload)
+
+
+def _store_event(event_id: str, event_type: str, payload: str) -> dict[str, Any]:
+    with engine().begin() as conn:
+        stored = conn.exec_driver_sql(
+            "INSERT INTO floor_webhooks VALUES (%(i)s, %(t)s, %(p)s) ON CONFLICT DO NOTHING",
+            {"i": event_id, "t": event_type, "p": payload},
+        ).rowcount
+    return {"outcome": "applied" if stored else "duplicate"}
 
 
 @app.get("/readyz")

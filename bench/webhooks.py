@@ -7,10 +7,14 @@ note), in that order per customer (one phase after the other); about `--dup-rati
 events are delivered a second time, as Stripe does. Every request carries a real
 `Stripe-Signature` header computed just before sending.
 
-Beside it, in the same run, two references:
+Beside it, in the same run, three references:
 - raw: the same signed payloads verified with Stripe's library, parsed, and stored in
   `billing_events` (`INSERT … ON CONFLICT DO NOTHING`, one transaction each) by as many
   threads over psycopg, no HTTP and no handling;
+- the floor: bench/floor.py's `/webhook` on the same stack (FastAPI, uvicorn, 2 workers,
+  SQLAlchemy's pool, psycopg) verifies each signed payload with Stripe's library, parses it
+  and stores it once in one transaction, with the same clients: a webhook that applies
+  nothing, with no more code than that;
 - the HTTP ceiling: once every event is applied, all of them are sent again to meterbill.
   Each is then verified, parsed and answered `duplicate` after one INSERT that finds its
   row: what the same stack, clients and machine allow for a webhook that applies nothing.
@@ -39,7 +43,8 @@ import psycopg
 import stripe
 from sqlalchemy import text
 
-from bench.common import banner, fresh_database, meterbill, percentile, run_threads
+from bench.common import banner, floor, fresh_database, meterbill, percentile, run_threads
+from bench.floor import prepare
 from meterbill.db import Database
 
 SECRET = "whsec_bench_secret"
@@ -231,7 +236,7 @@ def phases(users: int, dup_ratio: float) -> list[list[bytes]]:
 
 
 def deliver(
-    base: str, bodies: list[bytes], clients: int
+    base: str, bodies: list[bytes], clients: int, path: str = "/api/v1/billing/webhook"
 ) -> tuple[float, Counter[str], list[float]]:
     queue = list(bodies)
     lock = threading.Lock()
@@ -247,7 +252,7 @@ def deliver(
                     body = queue.pop()
                 began = time.perf_counter()
                 answer = http.post(
-                    "/api/v1/billing/webhook",
+                    path,
                     content=body,
                     headers={"Content-Type": "application/json", "Stripe-Signature": sign(body)},
                 )
@@ -313,6 +318,18 @@ def main() -> None:
     )
     raw_rate = len(every) / raw_reference(raw_url, every, args.clients)
     print(f"raw reference (verify + parse + store): {raw_rate:,.0f} events/s", flush=True)
+    prepare(raw_url, 1, 1)
+    with floor(raw_url, args.workers, FLOOR_WEBHOOK_SECRET=SECRET) as floor_base:
+        floor_time, floor_outcomes, floor_samples = deliver(
+            floor_base, every, args.clients, "/webhook"
+        )
+    floor_rate = len(every) / floor_time
+    print(
+        f"floor (FastAPI endpoint: verify + parse + store, {args.workers} workers): "
+        f"{floor_rate:,.0f} events/s, p50 {percentile(floor_samples, 0.5):.1f} ms "
+        f"({dict(floor_outcomes)})",
+        flush=True,
+    )
     env = {
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "STRIPE_PRICE_PREMIUM": PREMIUM,
@@ -360,6 +377,10 @@ def main() -> None:
     print(
         f"HTTP ceiling (every event sent again, answered {dict(again_outcomes)}): "
         f"{ceiling:,.0f} events/s; meterbill applies at {rate / ceiling:.0%} of it"
+    )
+    print(
+        f"floor {floor_rate:,.0f} events/s: meterbill applies at {rate / floor_rate:.0%} of it; "
+        f"the 500 events/s asked is {500 / floor_rate:.0%} of it"
     )
     print(f"os.cpu_count() = {os.cpu_count()}")
     print("command: .venv/bin/python -m bench.webhooks " + " ".join(sys.argv[1:]))
