@@ -250,29 +250,30 @@ def _held(job: ClaimedJob) -> Any:
     return and_(Job.id == job.id, Job.status == "running", Job.locked_by == job.token)
 
 
-def _held_in(session: Session, jobs: list[ClaimedJob], values: dict[str, Any]) -> set[int]:
-    """Update the jobs still held under their claim token; the ids that were."""
+def _update_held(db: Database, jobs: list[ClaimedJob], values: dict[str, Any]) -> set[int]:
+    """Update, in one transaction, the jobs still held under their claim token; the ids
+    that were."""
+    if not jobs:
+        return set()
     by_token: dict[str, list[int]] = {}
     for job in jobs:
         by_token.setdefault(job.token, []).append(job.id)
     held: set[int] = set()
-    for token, ids in by_token.items():
-        result = session.execute(
-            update(Job)
-            .where(Job.id.in_(ids), Job.status == "running", Job.locked_by == token)
-            .values(**values)
-            .returning(Job.id)
-        )
-        held.update(result.scalars())
+    with db.transaction() as session:
+        for token, ids in by_token.items():
+            result = session.execute(
+                update(Job)
+                .where(Job.id.in_(ids), Job.status == "running", Job.locked_by == token)
+                .values(**values)
+                .returning(Job.id)
+            )
+            held.update(result.scalars())
     return held
 
 
 def extend_leases(db: Database, jobs: list[ClaimedJob], until: datetime) -> set[int]:
     """Keep the jobs in hand; the ids still held (another worker took over the others)."""
-    if not jobs:
-        return set()
-    with db.transaction() as session:
-        return _held_in(session, jobs, {"locked_until": until})
+    return _update_held(db, jobs, {"locked_until": until})
 
 
 def extend_lease(db: Database, job: ClaimedJob, until: datetime) -> bool:
@@ -283,32 +284,19 @@ def extend_lease(db: Database, job: ClaimedJob, until: datetime) -> bool:
 def finish(db: Database, jobs: list[ClaimedJob], now: datetime) -> set[int]:
     """Mark the jobs done in one transaction; the ids that were still held (a job whose
     lease another worker took over keeps that worker's outcome)."""
-    if not jobs:
-        return set()
-    with db.transaction() as session:
-        return _held_in(
-            session,
-            jobs,
-            {"status": "done", "finished_at": now, "locked_until": None, "last_error": None},
-        )
+    return _update_held(
+        db, jobs, {"status": "done", "finished_at": now, "locked_until": None, "last_error": None}
+    )
 
 
 def give_back(db: Database, jobs: list[ClaimedJob]) -> set[int]:
     """Return claimed jobs that were not started to the queue (still due, at their place)
     without spending an attempt; the ids that were still held."""
-    if not jobs:
-        return set()
-    with db.transaction() as session:
-        return _held_in(
-            session,
-            jobs,
-            {
-                "status": "queued",
-                "attempts": Job.attempts - 1,
-                "locked_by": None,
-                "locked_until": None,
-            },
-        )
+    return _update_held(
+        db,
+        jobs,
+        {"status": "queued", "attempts": Job.attempts - 1, "locked_by": None, "locked_until": None},
+    )
 
 
 def mark_done(db: Database, job: ClaimedJob, now: datetime) -> bool:
