@@ -164,7 +164,7 @@ def _record_and_apply(
         if record.outcome == "unresolved":
             event = json.loads(record.payload or "{}")
         outcome = _apply_record(session, record, event, reads, settings, catalog, now)
-        return outcome, set(duplicates)
+        return outcome, duplicates
 
 
 def _kept_event(
