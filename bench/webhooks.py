@@ -15,6 +15,11 @@ Beside it, in the same run, three references:
   SQLAlchemy's pool, psycopg) verifies each signed payload with Stripe's library, parses it
   and stores it once in one transaction, with the same clients: a webhook that applies
   nothing, with no more code than that;
+- the applying floor: bench/floor.py's `/webhook-apply` on the same stack does the same,
+  then applies the event by hand in its transaction: one writable-CTE statement per event
+  into meterbill's own tables (users, subscriptions, a gapless-numbered invoice or credit
+  note with its line, the payment or refund, the render job). What applying this mix costs
+  at the least on this stack and machine, with no rules, catalog, audit or checks;
 - the HTTP ceiling: once every event is applied, all of them are sent again to meterbill.
   Each is then verified, parsed and answered `duplicate` after one INSERT that finds its
   row: what the same stack, clients and machine allow for a webhook that applies nothing.
@@ -330,6 +335,25 @@ def main() -> None:
         f"({dict(floor_outcomes)})",
         flush=True,
     )
+    apply_url = fresh_database("postgresql", "meterbill_bench_webhooks_apply")
+    apply_time = 0.0
+    with floor(apply_url, args.workers, FLOOR_WEBHOOK_SECRET=SECRET) as floor_base:
+        phase_rates = []
+        for bodies in sent:  # phase by phase, as meterbill gets them
+            elapsed, _, _ = deliver(floor_base, bodies, args.clients, "/webhook-apply")
+            apply_time += elapsed
+            phase_rates.append(f"{len(bodies) / elapsed:,.0f}")
+    apply_rate = len(every) / apply_time
+    apply_db = Database(apply_url)
+    with apply_db.engine.connect() as conn:
+        apply_documents = conn.execute(text("SELECT count(*) FROM invoices")).scalar()
+    apply_db.dispose()
+    print(
+        f"applying floor (the same, then one hand-written statement per event): "
+        f"{apply_rate:,.0f} events/s ({apply_documents} invoices and credit notes; by phase "
+        f"{', '.join(phase_rates)} events/s)",
+        flush=True,
+    )
     env = {
         "STRIPE_WEBHOOK_SECRET": SECRET,
         "STRIPE_PRICE_PREMIUM": PREMIUM,
@@ -381,6 +405,10 @@ def main() -> None:
     print(
         f"floor {floor_rate:,.0f} events/s: meterbill applies at {rate / floor_rate:.0%} of it; "
         f"the 500 events/s asked is {500 / floor_rate:.0%} of it"
+    )
+    print(
+        f"applying floor {apply_rate:,.0f} events/s: meterbill applies at "
+        f"{rate / apply_rate:.0%} of it; the 500 events/s asked is {500 / apply_rate:.0%} of it"
     )
     print(f"os.cpu_count() = {os.cpu_count()}")
     print("command: .venv/bin/python -m bench.webhooks " + " ".join(sys.argv[1:]))
