@@ -41,9 +41,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from http.client import HTTPConnection
 from typing import Any
 
-import httpx
 import psycopg
 import stripe
 from sqlalchemy import text
@@ -243,31 +243,36 @@ def phases(users: int, dup_ratio: float) -> list[list[bytes]]:
 def deliver(
     base: str, bodies: list[bytes], clients: int, path: str = "/api/v1/billing/webhook"
 ) -> tuple[float, Counter[str], list[float]]:
+    """Send every body, `clients` threads each on one keep-alive connection. The standard
+    library's client: httpx costs ~0.84 ms of CPU per request on this machine (0.17 for
+    http.client), and the clients share the server's cores — with httpx the floor measured
+    690 events/s, with http.client 1,431/s."""
     queue = list(bodies)
     lock = threading.Lock()
     outcomes: Counter[str] = Counter()
     samples: list[float] = []
+    host, port = base.removeprefix("http://").split(":")
 
     def client() -> None:
-        with httpx.Client(base_url=base, timeout=60) as http:
+        http = HTTPConnection(host, int(port), timeout=60)
+        try:
             while True:
                 with lock:
                     if not queue:
                         return
                     body = queue.pop()
                 began = time.perf_counter()
-                answer = http.post(
-                    path,
-                    content=body,
-                    headers={"Content-Type": "application/json", "Stripe-Signature": sign(body)},
-                )
+                headers = {"Content-Type": "application/json", "Stripe-Signature": sign(body)}
+                http.request("POST", path, body=body, headers=headers)
+                answer = http.getresponse()
+                content = answer.read()
                 took = (time.perf_counter() - began) * 1000
-                outcome = (
-                    answer.json()["outcome"] if answer.status_code == 200 else answer.status_code
-                )
+                outcome = json.loads(content)["outcome"] if answer.status == 200 else answer.status
                 with lock:
                     outcomes[str(outcome)] += 1
                     samples.append(took)
+        finally:
+            http.close()
 
     return run_threads(client, clients), outcomes, samples
 

@@ -135,8 +135,10 @@ def _record_and_apply(
         write_jobs_at_commit(session)  # an invoice's jobs would otherwise hold its series
         created = event.get("created")
         customer = customer_id_of(event["data"]["object"])
-        # One round trip: the new row, or — on a redelivery — the row already there if it
-        # was kept `unresolved` (locked, to be tried again); nothing for a mere duplicate.
+        # One round trip for a new event. A redelivery inserts nothing and writes nothing
+        # (DO UPDATE would lock the row it finds, a write of its own, and make the commit
+        # wait for the WAL); it then looks for the row kept `unresolved`, locked, to be
+        # tried again — nothing for a mere duplicate.
         record = session.scalars(
             insert_for(session)(BillingEvent)
             .values(
@@ -149,20 +151,16 @@ def _record_and_apply(
                 outcome="applied" if event["type"] in HANDLERS else "ignored",
                 received_at=now,
             )
-            .on_conflict_do_update(
-                index_elements=["stripe_event_id"],
-                set_={"outcome": BillingEvent.outcome},
-                where=BillingEvent.outcome == "unresolved",
-            )
+            .on_conflict_do_nothing(index_elements=["stripe_event_id"])
             .returning(BillingEvent)
-            .execution_options(populate_existing=True)
         ).one_or_none()
         if record is None:
-            return "duplicate", set()
-        if record.outcome == "ignored":
-            return "ignored", set()
-        if record.outcome == "unresolved":
+            record = _kept_event(session, event["id"])
+            if record is None:
+                return "duplicate", set()
             event = json.loads(record.payload or "{}")
+        elif record.outcome == "ignored":
+            return "ignored", set()
         outcome = _apply_record(session, record, event, reads, settings, catalog, now)
         return outcome, duplicates
 
