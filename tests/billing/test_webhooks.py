@@ -7,6 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from sqlalchemy import text
+
 from meterbill.db import utcnow
 from tests import stripe_events as se
 from tests.billing.helpers import events, invoices, status, transactions, ts, user_with_customer
@@ -97,6 +100,28 @@ def test_redelivered_event_changes_nothing(service: Service) -> None:
     assert len(invoices(service)) == 1 and len(transactions(service)) == 1
     assert [e.stripe_event_id for e in events(service)].count(paid["id"]) == 1
     assert status(service)["plan"] == "pro"
+
+
+def test_a_redelivery_writes_nothing(service: Service) -> None:
+    """A duplicate is answered without writing: no row lock taken on the event's row (a
+    lock is a write, and its commit would wait for the WAL like any other)."""
+    if service.db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are written in the row on PostgreSQL; SQLite locks the file")
+    customer = user_with_customer(service)
+    event = se.event("customer.subscription.created", se.subscription("sub_w", customer, PRO))
+    assert service.post_event(event).json()["outcome"] == "applied"
+
+    def locker() -> int:
+        with service.db.engine.connect() as conn:
+            xmax = conn.execute(
+                text("SELECT xmax::text::bigint FROM billing_events WHERE stripe_event_id = :i"),
+                {"i": event["id"]},
+            ).scalar_one()
+        return int(xmax)
+
+    before = locker()
+    assert service.post_event(event).json()["outcome"] == "duplicate"
+    assert locker() == before  # no transaction locked (wrote into) the row
 
 
 def test_same_event_posted_at_once_is_applied_once(service: Service) -> None:
