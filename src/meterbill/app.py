@@ -38,6 +38,7 @@ from meterbill.openapi import (
     raises,
 )
 from meterbill.request_limits import BodySizeLimit, route_limits
+from meterbill.sandbox import is_demo_database, sandboxed
 from meterbill.services import Services
 from meterbill.usage.router import metering_router
 from meterbill.usage.router import router as usage_router
@@ -108,6 +109,16 @@ def _notify_issued(session: Session, document: Invoice) -> None:
         notify_invoice_issued(session, document.id)
 
 
+def _settings_for(db: Database, settings: Settings) -> Settings:
+    """On a database `meterbill demo` made, nothing leaves meterbill, as in its worker:
+    no Stripe call (its customers and subscriptions are made up), no email, no outgoing
+    webhook — whatever the environment configures."""
+    if not is_demo_database(db):
+        return settings
+    log.warning("demo database: Stripe, email and outgoing webhooks are off in this process")
+    return sandboxed(settings)
+
+
 def meterbill_error_response(request: Request, exc: MeterbillError) -> JSONResponse:
     body = exc.details.get("body", {})
     if preferred_language(request) == "fr":
@@ -137,7 +148,8 @@ def create_app(
         db = Database(settings.database_url)
         if migrate:
             upgrade(db.engine)
-        app.state.services = Services(settings, db, StripeGateway(settings), clock)
+        served = _settings_for(db, settings)
+        app.state.services = Services(served, db, StripeGateway(served), clock)
         _issue_waiting_documents(app.state.services)
         log.info("meterbill ready", extra={"database": str(db.engine.url)})
         try:

@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 from sqlalchemy import func, select
 
 from meterbill.auth.models import User
 from meterbill.auth.service import lock_user
-from meterbill.db import Database
+from meterbill.db import Database, utcnow
 from meterbill.jobs.models import Job
 from meterbill.jobs.worker import Worker
-from tests.conftest import base_settings
+from meterbill.sandbox import claim_for_demo
+from tests.conftest import Service, base_settings, stripe_peer_price
 from tests.jobs.conftest import WEBHOOK_SECRET, Receiver, SmtpServer
+from tests.stripe_peer import StripePeer
 
 
 def _meterbill(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -87,3 +90,24 @@ def test_demo_jobs_reach_no_mailbox_and_no_receiver(
     again = _meterbill(outside, "demo", "--users", "40")
     assert again.returncode == 0, again.stderr
     db.dispose()
+
+
+def test_the_api_on_a_demo_database_never_calls_stripe(
+    make_service: Callable[..., Service], stripe_peer: StripePeer, database_url: str
+) -> None:
+    """Served with a Stripe key in the environment, a demo database still calls no Stripe:
+    its users, customers and subscriptions are made up (the worker already sends nothing)."""
+    claim_for_demo(Database(database_url), utcnow())
+    stripe_peer.reset()
+    service = make_service(
+        stripe_secret_key="sk_test_meterbill",
+        stripe_api_base=stripe_peer.url,
+        stripe_price_premium=stripe_peer_price(stripe_peer, 900),
+    )
+    stripe_peer.reset_calls()
+    response = service.client.post(
+        "/api/v1/billing/checkout", json={"plan": "premium"}, headers=service.auth("demo-001")
+    )
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "stripe_not_configured"
+    assert stripe_peer.calls("/v1/") == 0
