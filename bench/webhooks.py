@@ -309,12 +309,57 @@ def raw_reference(url: str, bodies: list[bytes], clients: int) -> float:
     return run_threads(worker, clients)
 
 
+_HISTORY = [
+    # Past customers, each with ten paid invoices, their payments and their events, as a
+    # SaaS that has billed for a while holds them (numbers of a past month).
+    """INSERT INTO saas_users (id, plan, stripe_customer_id, locale, created_at, updated_at)
+       SELECT 'past-' || n, 'premium', 'cus_past' || n, 'fr', now() - interval '400 days',
+              now() - interval '400 days'
+       FROM generate_series(1, %(users)s) n""",
+    """INSERT INTO invoices (invoice_number, kind, user_id, period, amount, amount_ht,
+                             amount_tva, currency, status, stripe_invoice_id, issued_at,
+                             paid_at)
+       SELECT 'FACT-202501-' || lpad(n::text, 8, '0'), 'invoice', 'past-' || (n %% %(users)s + 1),
+              '2025-01', 900, 750, 150, 'EUR', 'paid', 'in_past' || n,
+              '2025-01-31'::timestamptz, '2025-01-31'::timestamptz
+       FROM generate_series(1, %(documents)s) n""",
+    """INSERT INTO transactions (user_id, invoice_id, type, amount, currency,
+                                 stripe_payment_intent, stripe_object_id, stripe_event_id,
+                                 stripe_invoice_id, stripe_charge_id, created_at)
+       SELECT user_id, id, 'payment', amount, 'EUR', 'pi_past' || id, 'payment:' || id,
+              'evt_past' || id, stripe_invoice_id, 'ch_past' || id, issued_at
+       FROM invoices WHERE invoice_number LIKE 'FACT-202501-%%'""",
+    """INSERT INTO billing_events (stripe_event_id, event_type, user_id, payload,
+                                   stripe_subscription_id, stripe_created, outcome,
+                                   received_at, stripe_customer_id)
+       SELECT 'evt_past' || n, 'invoice.paid', 'past-' || (n %% %(users)s + 1), '{}',
+              'sub_past' || (n %% %(users)s + 1), 1735600000 + n, 'applied',
+              '2025-01-31'::timestamptz, 'cus_past' || (n %% %(users)s + 1)
+       FROM generate_series(1, %(documents)s) n""",
+    "ANALYZE",
+]
+
+
+def preload_history(url: str, documents: int) -> None:
+    """`documents` past invoices with their payments and events (ten per past customer)."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in _HISTORY:
+            conn.execute(statement, {"users": max(1, documents // 10), "documents": documents})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dup-ratio", type=float, default=0.1)
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="past invoices (with payments and events) in meterbill's database first",
+    )
     args = parser.parse_args()
     banner("stripe webhooks", "postgresql")
     url = fresh_database("postgresql", "meterbill_bench_webhooks")
@@ -373,6 +418,14 @@ def main() -> None:
         "METERBILL_SELLER_LEGAL_FORM": "SAS au capital de 1 000 €",
         "METERBILL_SELLER_RCS": "RCS Paris 123 456 789",
     }
+    if args.history:
+        began = time.perf_counter()
+        preload_history(url, args.history)
+        print(
+            f"history: {args.history:,} past invoices, payments and events "
+            f"({time.perf_counter() - began:.0f} s)",
+            flush=True,
+        )
     total_time, outcomes, samples = 0.0, Counter[str](), []
     with meterbill(url, args.workers, None, **env) as base:
         names = ("subscription.created", "invoice.paid", "subscription.updated + charge.refunded")
@@ -392,9 +445,16 @@ def main() -> None:
     db = Database(url)
     with db.engine.connect() as conn:
         stored: dict[str, int] = dict(
-            conn.execute(text("SELECT outcome, count(*) FROM billing_events GROUP BY 1")).all()
+            conn.execute(
+                text(
+                    "SELECT outcome, count(*) FROM billing_events "
+                    "WHERE stripe_event_id NOT LIKE 'evt\\_past%' GROUP BY 1"
+                )
+            ).all()
         )
-        invoices = conn.execute(text("SELECT count(*) FROM invoices")).scalar()
+        invoices = conn.execute(
+            text("SELECT count(*) FROM invoices WHERE invoice_number NOT LIKE 'FACT-202501-%'")
+        ).scalar()
     db.dispose()
     print(f"answers: {dict(outcomes)}")
     print(f"stored outcomes: {stored}; invoices and credit notes: {invoices}")
