@@ -16,10 +16,13 @@ process that exits after `documents_per_child` documents; the next one starts fr
 - Spawned, never forked: the parent holds database connections and threads. Spawning
   imports the parent's `__main__` module in the child, so a script that renders keeps its
   top level under `if __name__ == "__main__":` (meterbill's commands do).
+- A `multiprocessing` process and a pipe, not a ProcessPoolExecutor: the parent needs to
+  see its child (alive or not) and to stop it when it says so, which the executor keeps
+  private. The child answers each document with its PDF or WeasyPrint's error.
 - The child ignores SIGINT and SIGTERM (Ctrl-C and a supervisor signal the whole process
   group; the parent finishes the document in hand, then stops the child: `stop_renderer`,
-  also run at interpreter exit) and exits by itself within a second when its parent is
-  gone (killed with SIGKILL).
+  also run at interpreter exit) and exits by itself when its parent is gone (killed with
+  SIGKILL): at once when idle (its pipe closes), within a second when rendering.
 - A child that dies during a render raises PdfRenderingFailed; the next render makes a
   new child.
 """
@@ -29,71 +32,130 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import pickle
 import signal
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import traceback
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from typing import cast
 
 from meterbill.errors import PdfRenderingFailed
 
 DOCUMENTS_PER_CHILD = 50
+# A new child imports WeasyPrint before it says it is ready: about a second, a few on a busy
+# machine. One that is not ready after this long is not coming (it is killed).
+_START_SECONDS = 60.0
+# How long a stopped child has to exit before it is killed.
+_STOP_SECONDS = 5.0
+_READY = "ready"
 
-# One render at a time, the lock held until its PDF is back. The child renders one document
-# at a time anyway; and Python 3.11's executor can stop replacing a recycled child when
-# tasks queue up behind each other (cpython gh-115634, fixed in later releases: with
-# max_tasks_per_child, a backlog leaves a stale "idle worker" token and the next task
-# waits forever). Submitted one by one, every task is taken by a live child.
+# One render at a time, the lock held until its PDF is back: the child renders one document
+# at a time, and the messages of two renders must not interleave on its pipe.
 _lock = threading.Lock()
-_pool: ProcessPoolExecutor | None = None
-_pool_documents_per_child = 0
+_child: _Child | None = None
 
 
 def html_to_pdf(html: str, documents_per_child: int = DOCUMENTS_PER_CHILD) -> bytes:
     """The HTML page as a PDF/A-3b, rendered by WeasyPrint in the render child. Raises
     PdfRenderingFailed when the child died during the render (the next call makes a new
     one); WeasyPrint's own errors come back as they were raised."""
-    global _pool
+    global _child
     with _lock:
-        pool = _pool_for(documents_per_child)
+        child = _child_for(documents_per_child)
         try:
-            return pool.submit(_write_pdf, html).result()
-        except BrokenProcessPool as exc:
-            _pool = None
-            pool.shutdown(wait=True)
-            raise PdfRenderingFailed() from exc
+            pdf, error = child.render(html)
+        except BaseException as exc:
+            _child = None
+            child.kill()  # dead, or out of step with its parent: never used again
+            if isinstance(exc, (EOFError, OSError)):
+                raise PdfRenderingFailed() from exc
+            raise
+        if child.documents == documents_per_child:
+            # Its last document: the next child starts now, while the parent goes on.
+            _child = _Child(documents_per_child)
+            child.stop()
+    if error is not None:
+        raise error
+    return cast(bytes, pdf)
 
 
 def stop_renderer() -> None:
     """Stop the render child, if any, and wait for it to exit (a worker's last step; also
     run at interpreter exit)."""
-    global _pool
+    global _child
     with _lock:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+        child, _child = _child, None
+        if child is not None:
+            child.stop()
 
 
 atexit.register(stop_renderer)
 
 
-def _pool_for(documents_per_child: int) -> ProcessPoolExecutor:
-    """The process's render pool, made on first use (the caller holds `_lock`)."""
-    global _pool, _pool_documents_per_child
-    if _pool is not None and _pool_documents_per_child == documents_per_child:
-        return _pool
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-    _pool = ProcessPoolExecutor(
-        max_workers=1,
-        max_tasks_per_child=documents_per_child,
-        mp_context=get_context("spawn"),
-        initializer=_start_child,
-        initargs=(os.getpid(),),
-    )
-    _pool_documents_per_child = documents_per_child
-    return _pool
+def _child_for(documents_per_child: int) -> _Child:
+    """The process's render child, made on first use (the caller holds `_lock`)."""
+    global _child
+    if _child is not None and _child.documents_per_child == documents_per_child:
+        return _child
+    if _child is not None:
+        _child.stop()
+    _child = _Child(documents_per_child)
+    return _child
+
+
+class _Child:
+    """A render child, seen from its parent: the process and the parent's end of its pipe."""
+
+    def __init__(self, documents_per_child: int) -> None:
+        context = get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child_end, os.getpid()), name="meterbill-pdf"
+        )
+        self.process.start()
+        child_end.close()  # the child's end lives in the child: its death closes the pipe
+        self.documents_per_child = documents_per_child
+        self.documents = 0
+        self.ready = False
+
+    def render(self, html: str) -> tuple[bytes | None, BaseException | None]:
+        """The child's answer to the document: its PDF or WeasyPrint's error. EOFError or
+        OSError when the child is gone, TimeoutError when it does not start."""
+        if not self.ready:
+            self._receive(_START_SECONDS)
+            self.ready = True
+        self.connection.send(html)
+        self.documents += 1
+        return cast(tuple[bytes | None, BaseException | None], self._receive(None))
+
+    def stop(self) -> None:
+        """Close the pipe, which the child takes as its cue to exit; kill it if it lingers."""
+        self.connection.close()
+        self.process.join(_STOP_SECONDS)
+        if self.process.is_alive():
+            self.kill()
+
+    def kill(self) -> None:
+        self.connection.close()
+        self.process.kill()  # SIGKILL: the child ignores SIGTERM
+        self.process.join()
+
+    def _receive(self, timeout: float | None) -> object:
+        if not self.connection.poll(timeout):
+            raise TimeoutError
+        return self.connection.recv()
+
+
+def _serve(connection: Connection, parent: int) -> None:
+    """The child's life: documents one at a time, until its parent closes the pipe."""
+    _start_child(parent)
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
+        connection.send(_READY)
+        while True:
+            html = connection.recv()
+            connection.send(_rendered(html))
 
 
 def _start_child(parent: int) -> None:
@@ -111,6 +173,22 @@ def _exit_when_orphaned(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(1)
+
+
+def _rendered(html: str) -> tuple[bytes | None, BaseException | None]:
+    """The document's PDF, or the error that WeasyPrint raised with the child's traceback
+    as a note (one the pipe cannot carry becomes a RuntimeError that names it)."""
+    try:
+        return _write_pdf(html), None
+    except Exception as exc:
+        exc.add_note("".join(traceback.format_exception(exc)))
+        try:
+            pickle.loads(pickle.dumps(exc))  # noqa: S301 (what it just pickled itself)
+        except Exception:
+            error = RuntimeError(f"{type(exc).__name__}: {exc}")
+            error.add_note("".join(traceback.format_exception(exc)))
+            return None, error
+        return None, exc
 
 
 def _write_pdf(html: str) -> bytes:
