@@ -137,7 +137,7 @@ def render_document_pdf(
 ) -> bytes:
     """The printed document as a PDF/A-3b (what Factur-X embeds its XML into), rendered by
     WeasyPrint in a child process replaced every `documents_per_child` documents (see
-    invoicing.renderer). Raises PdfRenderingFailed when that child died meanwhile."""
+    invoicing.renderer). Raises PdfRenderingFailed when that child died rendering it."""
     html = render_document_html(document, lines, credited, zone)
     return html_to_pdf(html, documents_per_child)
 

@@ -18,13 +18,17 @@ process that exits after `documents_per_child` documents; the next one starts fr
   top level under `if __name__ == "__main__":` (meterbill's commands do).
 - A `multiprocessing` process and a pipe, not a ProcessPoolExecutor: the parent needs to
   see its child (alive or not) and to stop it when it says so, which the executor keeps
-  private. The child answers each document with its PDF or WeasyPrint's error.
+  private. The child says when it has taken a document, then answers with its PDF or
+  WeasyPrint's error.
 - The child ignores SIGINT and SIGTERM (Ctrl-C and a supervisor signal the whole process
   group; the parent finishes the document in hand, then stops the child: `stop_renderer`,
   also run at interpreter exit) and exits by itself when its parent is gone (killed with
   SIGKILL): at once when idle (its pipe closes), within a second when rendering.
-- A child that dies during a render raises PdfRenderingFailed; the next render makes a
-  new child.
+- A child gone before it took the document (killed while idle: the out-of-memory killer,
+  an operator) is replaced and the new child renders the document: no error, the document
+  did nothing to it. A child that dies after taking it, during the render, raises
+  PdfRenderingFailed (the document may be what kills it: it is not tried again); the next
+  render makes a new child.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ _START_SECONDS = 60.0
 # How long a stopped child has to exit before it is killed.
 _STOP_SECONDS = 5.0
 _READY = "ready"
+_TAKEN = "taken"
 
 # One render at a time, the lock held until its PDF is back: the child renders one document
 # at a time, and the messages of two renders must not interleave on its pipe.
@@ -58,17 +63,19 @@ _child: _Child | None = None
 
 
 def html_to_pdf(html: str, documents_per_child: int = DOCUMENTS_PER_CHILD) -> bytes:
-    """The HTML page as a PDF/A-3b, rendered by WeasyPrint in the render child. Raises
-    PdfRenderingFailed when the child died during the render (the next call makes a new
-    one); WeasyPrint's own errors come back as they were raised."""
+    """The HTML page as a PDF/A-3b, rendered by WeasyPrint in the render child (a new one
+    when it was found dead). Raises PdfRenderingFailed when the child died during the
+    render (the next call makes a new one); WeasyPrint's own errors come back as they were
+    raised."""
     global _child
     with _lock:
-        child = _child_for(documents_per_child)
         try:
-            pdf, error = child.render(html)
+            child = _child_taking(html, documents_per_child)
+            pdf, error = child.result()
         except BaseException as exc:
-            _child = None
-            child.kill()  # dead, or out of step with its parent: never used again
+            if _child is not None:
+                _child.kill()  # dead, or out of step with its parent: never used again
+                _child = None
             if isinstance(exc, (EOFError, OSError)):
                 raise PdfRenderingFailed() from exc
             raise
@@ -92,6 +99,20 @@ def stop_renderer() -> None:
 
 
 atexit.register(stop_renderer)
+
+
+def _child_taking(html: str, documents_per_child: int) -> _Child:
+    """The render child, having taken the document (the caller holds `_lock`). One gone
+    before it took it is replaced, once: a new child that cannot take a document is broken
+    (PdfRenderingFailed)."""
+    global _child
+    for _attempt in range(2):
+        child = _child_for(documents_per_child)
+        if child.take(html):
+            return child
+        _child = None
+        child.kill()  # reaps it
+    raise PdfRenderingFailed()
 
 
 def _child_for(documents_per_child: int) -> _Child:
@@ -120,14 +141,23 @@ class _Child:
         self.documents = 0
         self.ready = False
 
-    def render(self, html: str) -> tuple[bytes | None, BaseException | None]:
-        """The child's answer to the document: its PDF or WeasyPrint's error. EOFError or
-        OSError when the child is gone, TimeoutError when it does not start."""
-        if not self.ready:
-            self._receive(_START_SECONDS)
-            self.ready = True
-        self.connection.send(html)
+    def take(self, html: str) -> bool:
+        """Hand the document to the child: False when it is gone before taking it (its pipe
+        closed). TimeoutError when a new child does not start."""
+        try:
+            if not self.ready:
+                self._receive(_START_SECONDS)
+                self.ready = True
+            self.connection.send(html)
+            self._receive(None)  # _TAKEN
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            return False
         self.documents += 1
+        return True
+
+    def result(self) -> tuple[bytes | None, BaseException | None]:
+        """The child's answer to the document it took: its PDF or WeasyPrint's error.
+        EOFError or OSError when the child died meanwhile."""
         return cast(tuple[bytes | None, BaseException | None], self._receive(None))
 
     def stop(self) -> None:
@@ -155,6 +185,7 @@ def _serve(connection: Connection, parent: int) -> None:
         connection.send(_READY)
         while True:
             html = connection.recv()
+            connection.send(_TAKEN)
             connection.send(_rendered(html))
 
 
