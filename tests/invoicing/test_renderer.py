@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,6 +123,29 @@ def test_a_render_child_that_dies_during_a_render_is_a_503_then_a_new_child_rend
         os.kill(child, signal.SIGKILL)
         assert response.result().status_code == 503  # not rendered again: it may be the cause
     assert response.result().json()["code"] == "pdf_rendering_failed"
+
+    response = _download_fresh(service, number)
+    assert response.status_code == 200
+    _assert_factur_x_pdf_a3(response.content)
+    [replacement] = _render_children()
+    assert replacement != child
+
+
+def test_a_render_longer_than_the_timeout_is_a_503_and_its_child_is_killed(
+    make_service: Callable[..., Service],
+) -> None:
+    service = make_service(pdf_render_timeout_seconds=1)
+    number = _issue_invoice_and_credit_note(service)[0]
+    long = _issue_long_invoice(service)  # about 15 s of WeasyPrint
+    assert _download_fresh(service, number).status_code == 200
+    [child] = _render_children()
+
+    started = time.monotonic()
+    response = _download_fresh(service, long)
+    assert response.status_code == 503
+    assert response.json()["code"] == "pdf_rendering_failed"
+    assert time.monotonic() - started < 5
+    assert _render_children() == []  # killed, not left rendering
 
     response = _download_fresh(service, number)
     assert response.status_code == 200

@@ -17,8 +17,8 @@ process that exits after `documents_per_child` documents; the next one starts fr
   imports the parent's `__main__` module in the child, so a script that renders keeps its
   top level under `if __name__ == "__main__":` (meterbill's commands do).
 - A `multiprocessing` process and a pipe, not a ProcessPoolExecutor: the parent needs to
-  see its child (alive or not) and to stop it when it says so, which the executor keeps
-  private. The child says when it has taken a document, then answers with its PDF or
+  see its child (alive or not) and to kill it when a render runs too long, which the
+  executor keeps private. The child says when it has taken a document, then answers with its PDF or
   WeasyPrint's error.
 - The child ignores SIGINT and SIGTERM (Ctrl-C and a supervisor signal the whole process
   group; the parent finishes the document in hand, then stops the child: `stop_renderer`,
@@ -29,6 +29,9 @@ process that exits after `documents_per_child` documents; the next one starts fr
   did nothing to it. A child that dies after taking it, during the render, raises
   PdfRenderingFailed (the document may be what kills it: it is not tried again); the next
   render makes a new child.
+- A render that takes longer than `timeout_seconds` (WeasyPrint hung, or a document far
+  too long) raises PdfRenderingFailed too: its child is killed, which frees the lock, and
+  the next render makes a new child. Starting a child is not counted (bounded apart).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from typing import cast
 from meterbill.errors import PdfRenderingFailed
 
 DOCUMENTS_PER_CHILD = 50
+RENDER_TIMEOUT_SECONDS = 60
 # A new child imports WeasyPrint before it says it is ready: about a second, a few on a busy
 # machine. One that is not ready after this long is not coming (it is killed).
 _START_SECONDS = 60.0
@@ -62,21 +66,25 @@ _lock = threading.Lock()
 _child: _Child | None = None
 
 
-def html_to_pdf(html: str, documents_per_child: int = DOCUMENTS_PER_CHILD) -> bytes:
+def html_to_pdf(
+    html: str,
+    documents_per_child: int = DOCUMENTS_PER_CHILD,
+    timeout_seconds: float = RENDER_TIMEOUT_SECONDS,
+) -> bytes:
     """The HTML page as a PDF/A-3b, rendered by WeasyPrint in the render child (a new one
     when it was found dead). Raises PdfRenderingFailed when the child died during the
-    render (the next call makes a new one); WeasyPrint's own errors come back as they were
-    raised."""
+    render or did not finish it within `timeout_seconds` (then it is killed; the next call
+    makes a new one); WeasyPrint's own errors come back as they were raised."""
     global _child
     with _lock:
         try:
-            child = _child_taking(html, documents_per_child)
-            pdf, error = child.result()
+            child = _child_taking(html, documents_per_child, timeout_seconds)
+            pdf, error = child.result(timeout_seconds)
         except BaseException as exc:
             if _child is not None:
-                _child.kill()  # dead, or out of step with its parent: never used again
+                _child.kill()  # dead, hung, or out of step with its parent: never used again
                 _child = None
-            if isinstance(exc, (EOFError, OSError)):
+            if isinstance(exc, (EOFError, OSError)):  # TimeoutError is an OSError
                 raise PdfRenderingFailed() from exc
             raise
         if child.documents == documents_per_child:
@@ -101,14 +109,14 @@ def stop_renderer() -> None:
 atexit.register(stop_renderer)
 
 
-def _child_taking(html: str, documents_per_child: int) -> _Child:
+def _child_taking(html: str, documents_per_child: int, timeout: float) -> _Child:
     """The render child, having taken the document (the caller holds `_lock`). One gone
     before it took it is replaced, once: a new child that cannot take a document is broken
     (PdfRenderingFailed)."""
     global _child
     for _attempt in range(2):
         child = _child_for(documents_per_child)
-        if child.take(html):
+        if child.take(html, timeout):
             return child
         _child = None
         child.kill()  # reaps it
@@ -141,24 +149,25 @@ class _Child:
         self.documents = 0
         self.ready = False
 
-    def take(self, html: str) -> bool:
+    def take(self, html: str, timeout: float) -> bool:
         """Hand the document to the child: False when it is gone before taking it (its pipe
-        closed). TimeoutError when a new child does not start."""
+        closed). TimeoutError when a new child does not start, or does not take it."""
         try:
             if not self.ready:
                 self._receive(_START_SECONDS)
                 self.ready = True
             self.connection.send(html)
-            self._receive(None)  # _TAKEN
+            self._receive(timeout)  # _TAKEN
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return False
         self.documents += 1
         return True
 
-    def result(self) -> tuple[bytes | None, BaseException | None]:
+    def result(self, timeout: float) -> tuple[bytes | None, BaseException | None]:
         """The child's answer to the document it took: its PDF or WeasyPrint's error.
-        EOFError or OSError when the child died meanwhile."""
-        return cast(tuple[bytes | None, BaseException | None], self._receive(None))
+        EOFError or OSError when the child died meanwhile, TimeoutError when it has not
+        answered within `timeout` seconds."""
+        return cast(tuple[bytes | None, BaseException | None], self._receive(timeout))
 
     def stop(self) -> None:
         """Close the pipe, which the child takes as its cue to exit; kill it if it lingers."""
@@ -172,7 +181,7 @@ class _Child:
         self.process.kill()  # SIGKILL: the child ignores SIGTERM
         self.process.join()
 
-    def _receive(self, timeout: float | None) -> object:
+    def _receive(self, timeout: float) -> object:
         if not self.connection.poll(timeout):
             raise TimeoutError
         return self.connection.recv()
