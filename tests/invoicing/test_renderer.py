@@ -18,6 +18,7 @@ import httpx
 from pypdf import PdfReader
 
 from meterbill.invoicing.pdf import pdf_file, xml_file
+from meterbill.invoicing.renderer import html_to_pdf
 from tests import stripe_events as se
 from tests.conftest import Service
 from tests.invoicing.helpers import customer_of, documents, posted
@@ -150,5 +151,16 @@ def test_a_render_longer_than_the_timeout_is_a_503_and_its_child_is_killed(
     response = _download_fresh(service, number)
     assert response.status_code == 200
     _assert_factur_x_pdf_a3(response.content)
+    [replacement] = _render_children()
+    assert replacement != child
+
+
+def test_a_render_child_idle_for_a_while_exits_and_the_next_render_starts_a_new_one() -> None:
+    # 10 minutes in production; the renderer's own function takes a shorter wait.
+    assert html_to_pdf("<p>Facture</p>", idle_seconds=1).startswith(b"%PDF-")
+    [child] = _render_children()
+
+    wait_for(lambda: not _render_children(), timeout=5, what="the idle child to exit")
+    assert html_to_pdf("<p>Avoir</p>", idle_seconds=1).startswith(b"%PDF-")
     [replacement] = _render_children()
     assert replacement != child

@@ -11,8 +11,11 @@ process that exits after `documents_per_child` documents; the next one starts fr
 - The same in every process: the worker (which renders nearly every document), an API
   process (a download of a document the worker has not rendered yet) and the CLI. In the
   API too, so that no process grows with the documents it renders (an API whose worker is
-  down renders every download) and the API process never imports WeasyPrint (~40 MiB);
-  the price is an idle child there once it has rendered, stopped at exit.
+  down renders every download) and the API process never imports WeasyPrint (~40 MiB).
+- A child idle for `idle_seconds` (10 minutes) exits: an API process that rendered one
+  download does not keep a child of about 100 MiB for the rest of its life. The next
+  render starts a new one (the second it costs is rarely paid: the worker renders nearly
+  every document).
 - Spawned, never forked: the parent holds database connections and threads. Spawning
   imports the parent's `__main__` module in the child, so a script that renders keeps its
   top level under `if __name__ == "__main__":` (meterbill's commands do).
@@ -52,6 +55,8 @@ from meterbill.errors import PdfRenderingFailed
 
 DOCUMENTS_PER_CHILD = 50
 RENDER_TIMEOUT_SECONDS = 60
+# A child that has had no document for this long exits; the next render starts a new one.
+IDLE_SECONDS = 600.0
 # A new child imports WeasyPrint before it says it is ready: about a second, a few on a busy
 # machine. One that is not ready after this long is not coming (it is killed).
 _START_SECONDS = 60.0
@@ -70,15 +75,17 @@ def html_to_pdf(
     html: str,
     documents_per_child: int = DOCUMENTS_PER_CHILD,
     timeout_seconds: float = RENDER_TIMEOUT_SECONDS,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> bytes:
     """The HTML page as a PDF/A-3b, rendered by WeasyPrint in the render child (a new one
-    when it was found dead). Raises PdfRenderingFailed when the child died during the
-    render or did not finish it within `timeout_seconds` (then it is killed; the next call
-    makes a new one); WeasyPrint's own errors come back as they were raised."""
+    when it was found dead, or had exited after `idle_seconds` without a document). Raises
+    PdfRenderingFailed when the child died during the render or did not finish it within
+    `timeout_seconds` (then it is killed; the next call makes a new one); WeasyPrint's own
+    errors come back as they were raised."""
     global _child
     with _lock:
         try:
-            child = _child_taking(html, documents_per_child, timeout_seconds)
+            child = _child_taking(html, documents_per_child, idle_seconds, timeout_seconds)
             pdf, error = child.result(timeout_seconds)
         except BaseException as exc:
             if _child is not None:
@@ -89,7 +96,7 @@ def html_to_pdf(
             raise
         if child.documents == documents_per_child:
             # Its last document: the next child starts now, while the parent goes on.
-            _child = _Child(documents_per_child)
+            _child = _Child(documents_per_child, idle_seconds)
             child.stop()
     if error is not None:
         raise error
@@ -109,13 +116,15 @@ def stop_renderer() -> None:
 atexit.register(stop_renderer)
 
 
-def _child_taking(html: str, documents_per_child: int, timeout: float) -> _Child:
+def _child_taking(
+    html: str, documents_per_child: int, idle_seconds: float, timeout: float
+) -> _Child:
     """The render child, having taken the document (the caller holds `_lock`). One gone
     before it took it is replaced, once: a new child that cannot take a document is broken
     (PdfRenderingFailed)."""
     global _child
     for _attempt in range(2):
-        child = _child_for(documents_per_child)
+        child = _child_for(documents_per_child, idle_seconds)
         if child.take(html, timeout):
             return child
         _child = None
@@ -123,29 +132,29 @@ def _child_taking(html: str, documents_per_child: int, timeout: float) -> _Child
     raise PdfRenderingFailed()
 
 
-def _child_for(documents_per_child: int) -> _Child:
+def _child_for(documents_per_child: int, idle_seconds: float) -> _Child:
     """The process's render child, made on first use (the caller holds `_lock`)."""
     global _child
-    if _child is not None and _child.documents_per_child == documents_per_child:
+    if _child is not None and _child.terms == (documents_per_child, idle_seconds):
         return _child
     if _child is not None:
         _child.stop()
-    _child = _Child(documents_per_child)
+    _child = _Child(documents_per_child, idle_seconds)
     return _child
 
 
 class _Child:
     """A render child, seen from its parent: the process and the parent's end of its pipe."""
 
-    def __init__(self, documents_per_child: int) -> None:
+    def __init__(self, documents_per_child: int, idle_seconds: float) -> None:
         context = get_context("spawn")
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child_end, os.getpid()), name="meterbill-pdf"
+            target=_serve, args=(child_end, os.getpid(), idle_seconds), name="meterbill-pdf"
         )
         self.process.start()
         child_end.close()  # the child's end lives in the child: its death closes the pipe
-        self.documents_per_child = documents_per_child
+        self.terms = (documents_per_child, idle_seconds)
         self.documents = 0
         self.ready = False
 
@@ -187,12 +196,14 @@ class _Child:
         return self.connection.recv()
 
 
-def _serve(connection: Connection, parent: int) -> None:
-    """The child's life: documents one at a time, until its parent closes the pipe."""
+def _serve(connection: Connection, parent: int, idle_seconds: float) -> None:
+    """The child's life: documents one at a time, until its parent closes the pipe or none
+    comes for `idle_seconds` (a document sent meanwhile is not taken: the parent gives it
+    to a new child)."""
     _start_child(parent)
     with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
         connection.send(_READY)
-        while True:
+        while connection.poll(idle_seconds):
             html = connection.recv()
             connection.send(_TAKEN)
             connection.send(_rendered(html))
