@@ -7,7 +7,7 @@ process that exits after `documents_per_child` documents; the next one starts fr
 
 - One child per process that renders, made on its first render and kept between renders:
   starting one costs about a second (an interpreter and WeasyPrint's import), paid in the
-  background right after the previous child exits.
+  background right after the previous child's last document.
 - The same in every process: the worker (which renders nearly every document), an API
   process (a download of a document the worker has not rendered yet) and the CLI. In the
   API too, so that no process grows with the documents it renders (an API whose worker is
@@ -20,9 +20,9 @@ process that exits after `documents_per_child` documents; the next one starts fr
   imports the parent's `__main__` module in the child, so a script that renders keeps its
   top level under `if __name__ == "__main__":` (meterbill's commands do).
 - A `multiprocessing` process and a pipe, not a ProcessPoolExecutor: the parent needs to
-  see its child (alive or not) and to kill it when a render runs too long, which the
-  executor keeps private. The child says when it has taken a document, then answers with its PDF or
-  WeasyPrint's error.
+  know whether a child that died had taken the document, and to kill one whose render runs
+  too long; the executor keeps its processes private. The child says when it is ready and
+  when it has taken a document, then answers with the PDF or WeasyPrint's error.
 - The child ignores SIGINT and SIGTERM (Ctrl-C and a supervisor signal the whole process
   group; the parent finishes the document in hand, then stops the child: `stop_renderer`,
   also run at interpreter exit) and exits by itself when its parent is gone (killed with
@@ -231,15 +231,20 @@ def _rendered(html: str) -> tuple[bytes | None, BaseException | None]:
     as a note (one the pipe cannot carry becomes a RuntimeError that names it)."""
     try:
         return _write_pdf(html), None
-    except Exception as exc:
-        exc.add_note("".join(traceback.format_exception(exc)))
-        try:
-            pickle.loads(pickle.dumps(exc))  # noqa: S301 (what it just pickled itself)
-        except Exception:
-            error = RuntimeError(f"{type(exc).__name__}: {exc}")
-            error.add_note("".join(traceback.format_exception(exc)))
-            return None, error
-        return None, exc
+    except Exception as raised:
+        trace = "".join(traceback.format_exception(raised))
+        error = raised if _travels(raised) else RuntimeError(f"{type(raised).__name__}: {raised}")
+        error.add_note(trace)
+        return None, error
+
+
+def _travels(error: Exception) -> bool:
+    """Whether the error survives the pipe (pickled in the child, unpickled in the parent)."""
+    try:
+        pickle.loads(pickle.dumps(error))  # noqa: S301 (what it just pickled itself)
+    except Exception:
+        return False
+    return True
 
 
 def _write_pdf(html: str) -> bytes:
