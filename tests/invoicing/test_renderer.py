@@ -1,6 +1,8 @@
 """PDFs are rendered in a child process replaced every N documents (WeasyPrint keeps memory
 per document for the life of its process): downloads through the API, whose process never
-imports WeasyPrint, still serve valid PDF/A-3 Factur-X files."""
+imports WeasyPrint, still serve valid PDF/A-3 Factur-X files. A child killed while idle
+costs no error; one that dies or runs out of time during a render costs that download a
+503; one left idle exits."""
 
 from __future__ import annotations
 
@@ -62,6 +64,15 @@ def _issue_long_invoice(service: Service, lines: int = 1500) -> str:
     return documents(service)[-1].invoice_number
 
 
+def _assert_a_new_child_renders(service: Service, number: str, dead: int) -> None:
+    """The document downloads as a PDF/A-3, rendered by a child other than `dead`."""
+    response = _download_fresh(service, number)
+    assert response.status_code == 200, response.text
+    _assert_factur_x_pdf_a3(response.content)
+    [replacement] = _render_children()
+    assert replacement != dead
+
+
 def _render_children() -> list[int]:
     return [child.pid for child in multiprocessing.active_children()]
 
@@ -100,11 +111,7 @@ def test_a_render_child_killed_while_idle_is_replaced_and_the_document_rendered(
     [child] = _render_children()
 
     os.kill(child, signal.SIGKILL)  # as the kernel's out-of-memory killer would
-    response = _download_fresh(service, number)
-    assert response.status_code == 200, response.text
-    _assert_factur_x_pdf_a3(response.content)
-    [replacement] = _render_children()
-    assert replacement != child
+    _assert_a_new_child_renders(service, number, child)
 
 
 def test_a_render_child_that_dies_during_a_render_is_a_503_then_a_new_child_renders(
@@ -125,11 +132,7 @@ def test_a_render_child_that_dies_during_a_render_is_a_503_then_a_new_child_rend
         assert response.result().status_code == 503  # not rendered again: it may be the cause
     assert response.result().json()["code"] == "pdf_rendering_failed"
 
-    response = _download_fresh(service, number)
-    assert response.status_code == 200
-    _assert_factur_x_pdf_a3(response.content)
-    [replacement] = _render_children()
-    assert replacement != child
+    _assert_a_new_child_renders(service, number, child)
 
 
 def test_a_render_longer_than_the_timeout_is_a_503_and_its_child_is_killed(
@@ -145,14 +148,10 @@ def test_a_render_longer_than_the_timeout_is_a_503_and_its_child_is_killed(
     response = _download_fresh(service, long)
     assert response.status_code == 503
     assert response.json()["code"] == "pdf_rendering_failed"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # not the 15 s of the whole render
     assert _render_children() == []  # killed, not left rendering
 
-    response = _download_fresh(service, number)
-    assert response.status_code == 200
-    _assert_factur_x_pdf_a3(response.content)
-    [replacement] = _render_children()
-    assert replacement != child
+    _assert_a_new_child_renders(service, number, child)
 
 
 def test_a_render_child_idle_for_a_while_exits_and_the_next_render_starts_a_new_one() -> None:
