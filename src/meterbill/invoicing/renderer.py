@@ -15,7 +15,7 @@ process that exits after `documents_per_child` documents; the next one starts fr
 - A child idle for `idle_seconds` (10 minutes) exits: an API process that rendered one
   download does not keep a child of about 100 MiB for the rest of its life. The next
   render starts a new one (the second it costs is rarely paid: the worker renders nearly
-  every document).
+  every document) and reaps the old one, a zombie meanwhile (no memory, a line in `ps`).
 - Spawned, never forked: the parent holds database connections and threads. Spawning
   imports the parent's `__main__` module in the child, so a script that renders keeps its
   top level under `if __name__ == "__main__":` (meterbill's commands do).
