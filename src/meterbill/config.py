@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # PDFs are rendered in a child process replaced after this many documents
     # (meterbill.invoicing.renderer: WeasyPrint keeps memory per document rendered).
     pdf_documents_per_child: int = Field(50, alias="METERBILL_PDF_DOCUMENTS_PER_CHILD", ge=1)
+    # A render that takes longer fails (503 on a download, a retry for a job) and its child
+    # is killed: a hung WeasyPrint does not hold the renderer forever.
+    pdf_render_timeout_seconds: int = Field(60, alias="METERBILL_PDF_RENDER_TIMEOUT_SECONDS", ge=1)
     # The accountant's export (FEC): chart of accounts and journals.
     fec_account_customers: str = Field("411000", alias="METERBILL_FEC_ACCOUNT_CUSTOMERS")
     fec_account_revenue: str = Field("706000", alias="METERBILL_FEC_ACCOUNT_REVENUE")

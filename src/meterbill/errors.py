@@ -155,8 +155,9 @@ class EinvoiceRejected(MeterbillError):
 
 
 class PdfRenderingFailed(MeterbillError):
-    """The process rendering PDFs died during this document (killed, out of memory): the
-    next request renders it in a new one."""
+    """The process rendering PDFs died during this document (killed, out of memory) or
+    took longer than METERBILL_PDF_RENDER_TIMEOUT_SECONDS (it is killed): the next request
+    renders it in a new one."""
 
     status = 503
     code = "pdf_rendering_failed"

@@ -3,6 +3,7 @@ PDF render child they leave behind (none)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 
 from meterbill.auth.service import lock_user
 from meterbill.db import Database
+from meterbill.invoicing.documents import RENDER_JOB
 from meterbill.jobs.models import Job
 from meterbill.jobs.queue import enqueue
 from meterbill.notify.service import notify_quota_alert
@@ -146,12 +148,15 @@ def _alive(pid: int) -> bool:
     return state not in "ZX"  # a zombie has exited (waiting for init to reap it)
 
 
+def _command(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _worker_with_a_render_child(
-    make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
+    service: Service, start_worker: Start, tmp_path: Path
 ) -> tuple[subprocess.Popen[bytes], list[int]]:
     """A worker that rendered an invoice's PDF (its `invoice.render` job), and its child
-    processes: the render child and multiprocessing's resource tracker."""
-    service = make_service(invoice_dir=tmp_path)
+    processes: the render child (and multiprocessing's resource tracker, if it runs)."""
     with service.db.transaction() as session:
         lock_user(session, "user-1").stripe_customer_id = "cus_pdf"
     paid = se.event("invoice.paid", se.invoice("in_pdf", "cus_pdf", None, amount=1080))
@@ -159,15 +164,15 @@ def _worker_with_a_render_child(
     worker = start_worker("worker-pdf", METERBILL_INVOICE_DIR=str(tmp_path))
     wait_for(lambda: list(tmp_path.glob("**/*.pdf")), timeout=60, what="the PDF")
     children = _children(worker.pid)
-    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
-    assert sum(b"spawn_main" in command for command in commands) == 1  # the render child
+    assert sum(b"spawn_main" in _command(pid) for pid in children) == 1  # the render child
     return worker, children
 
 
 def test_a_stopped_worker_stops_its_pdf_render_child(
     make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
 ) -> None:
-    worker, children = _worker_with_a_render_child(make_service, start_worker, tmp_path)
+    service = make_service(invoice_dir=tmp_path)
+    worker, children = _worker_with_a_render_child(service, start_worker, tmp_path)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
     wait_for(lambda: not any(map(_alive, children)), timeout=5, what="the children to exit")
@@ -176,8 +181,30 @@ def test_a_stopped_worker_stops_its_pdf_render_child(
 def test_a_killed_workers_pdf_render_child_exits_by_itself(
     make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
 ) -> None:
-    worker, children = _worker_with_a_render_child(make_service, start_worker, tmp_path)
+    service = make_service(invoice_dir=tmp_path)
+    worker, children = _worker_with_a_render_child(service, start_worker, tmp_path)
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
-    # Nobody stops the render child: it sees its parent gone (checked every second).
+    # Nobody stops the render child: it sees its parent gone (its pipe closes).
     wait_for(lambda: not any(map(_alive, children)), timeout=5, what="the orphans to exit")
+
+
+def test_a_workers_render_child_killed_while_idle_fails_no_job(
+    make_service: Callable[..., Service], start_worker: Start, tmp_path: Path
+) -> None:
+    service = make_service(invoice_dir=tmp_path)
+    worker, children = _worker_with_a_render_child(service, start_worker, tmp_path)
+    [child] = [pid for pid in children if b"spawn_main" in _command(pid)]
+    os.kill(child, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+
+    paid = se.event("invoice.paid", se.invoice("in_pdf_2", "cus_pdf", None, amount=2160))
+    assert service.post_event(paid).status_code == 200
+
+    # Rendered by a new child at the first attempt (a failed one would come back in 10 s).
+    def renders() -> list[Job]:
+        return [job for job in _jobs(service.db) if job.kind == RENDER_JOB]
+
+    wait_for(lambda: [job.status for job in renders()] == ["done"] * 2, timeout=30, what="PDFs")
+    assert [(job.attempts, job.last_error) for job in renders()] == [(1, None), (1, None)]
+    assert len(list(tmp_path.glob("**/*.pdf"))) == 2
+    assert not _alive(child) and worker.poll() is None

@@ -29,7 +29,7 @@ from meterbill.invoicing.einvoice.rules import check_business_rules
 from meterbill.invoicing.ledger import find_document, lines_of, seller_of
 from meterbill.invoicing.models import Invoice, InvoiceLine
 from meterbill.invoicing.parties import vat_mentions
-from meterbill.invoicing.renderer import DOCUMENTS_PER_CHILD, html_to_pdf
+from meterbill.invoicing.renderer import DOCUMENTS_PER_CHILD, RENDER_TIMEOUT_SECONDS, html_to_pdf
 
 log = logging.getLogger("meterbill.invoicing")
 _environment = Environment(
@@ -134,12 +134,14 @@ def render_document_pdf(
     credited: Invoice | None = None,
     zone: str = "Europe/Paris",
     documents_per_child: int = DOCUMENTS_PER_CHILD,
+    timeout_seconds: float = RENDER_TIMEOUT_SECONDS,
 ) -> bytes:
     """The printed document as a PDF/A-3b (what Factur-X embeds its XML into), rendered by
     WeasyPrint in a child process replaced every `documents_per_child` documents (see
-    invoicing.renderer). Raises PdfRenderingFailed when that child died meanwhile."""
+    invoicing.renderer). Raises PdfRenderingFailed when that child died rendering it or
+    took longer than `timeout_seconds`."""
     html = render_document_html(document, lines, credited, zone)
-    return html_to_pdf(html, documents_per_child)
+    return html_to_pdf(html, documents_per_child, timeout_seconds)
 
 
 def render_facturx(
@@ -151,7 +153,12 @@ def render_facturx(
     edocument = _edocument(settings, document, lines, credited)
     xml = build_cii(edocument)
     pdf = render_document_pdf(
-        document, lines, credited, settings.seller_timezone, settings.pdf_documents_per_child
+        document,
+        lines,
+        credited,
+        settings.seller_timezone,
+        settings.pdf_documents_per_child,
+        settings.pdf_render_timeout_seconds,
     )
     violations = check_business_rules(edocument)
     if violations:
