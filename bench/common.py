@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.client import HTTPConnection
 from pathlib import Path
 
 import httpx
@@ -59,6 +60,15 @@ def api_key(url: str) -> str:
         key = create_api_key(session, "bench")
     db.dispose()
     return key
+
+
+def keep_alive(base: str, timeout: float = 120) -> HTTPConnection:
+    """A keep-alive connection to `base` (``http://host:port``) with the standard library's
+    client. The benchmarks' clients share the server's two cores: httpx costs ~0.84 ms of
+    CPU per request on this machine, `http.client` ~0.17 ms (bench.webhooks' floor: 690
+    against 1,431 events/s with the same bodies)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    return HTTPConnection(host, int(port), timeout=timeout)
 
 
 def free_port() -> int:

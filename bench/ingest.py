@@ -20,11 +20,10 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import orjson
 import psycopg
 
-from bench.common import api_key, banner, fresh_database, meterbill, run_threads
+from bench.common import api_key, banner, fresh_database, keep_alive, meterbill, run_threads
 
 _RAW_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS raw_incoming (
@@ -75,21 +74,25 @@ def send_all(base: str, key: str, bodies: list[bytes], clients: int) -> tuple[fl
     counts = {"new": 0, "duplicates": 0}
 
     def client() -> None:
-        with httpx.Client(base_url=base, timeout=120, headers={"X-API-Key": key}) as http:
+        http = keep_alive(base)
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        try:
             while True:
                 with lock:
                     if not queue:
                         return
                     body = queue.pop()
-                answer = http.post(
-                    "/api/v1/usage/events",
-                    content=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                answer.raise_for_status()
+                http.request("POST", "/api/v1/usage/events", body=body, headers=headers)
+                answer = http.getresponse()
+                content = answer.read()
+                if answer.status >= 300:
+                    raise RuntimeError(f"{answer.status}: {content[:200]!r}")
+                counted = orjson.loads(content)
                 with lock:
-                    counts["new"] += answer.json()["new"]
-                    counts["duplicates"] += answer.json()["duplicates"]
+                    counts["new"] += counted["new"]
+                    counts["duplicates"] += counted["duplicates"]
+        finally:
+            http.close()
 
     return run_threads(client, clients), counts["new"], counts["duplicates"]
 
