@@ -7,6 +7,9 @@ an invoice; and the issue time of the latest credit note, read under the credit 
 series lock — so every credit note waited for the one before to finish its scan, and
 `subscription.updated` + `charge.refunded` fell from ~220 to 15 events/s.
 
+On a database that size the three indexes take about 1.3 s to build (0.6 + 0.4 + 0.2 s on
+the development machine), during which writes to `transactions` and `invoices` wait.
+
 Revision ID: 0014_webhook_indexes
 Revises: 0013_hot_rollups
 """
