@@ -215,3 +215,21 @@ def test_a_duplicate_already_ended_at_stripe_is_recorded_not_refunded(
     invoice = _client(stripe_peer).v1.invoices.retrieve(second["invoice"])
     assert _refunds(stripe_peer, str(invoice.payment_intent)) == []
     assert status(stripe_service, "ivy")["plan"] == "premium"
+
+
+def test_canceling_while_a_duplicate_awaits_cancellation_stops_the_kept_subscription(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    """The user cancels before the schedule has canceled the duplicate: the subscription
+    that bills them on (the kept one) stops at the period's end, not the duplicate."""
+    first, second = _two_live(stripe_service, stripe_peer)
+    answer = stripe_service.client.post(
+        "/api/v1/billing/cancel", headers=stripe_service.auth("ivy")
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["stripe_subscription_id"] == first["subscription"]
+    assert body["plan"] == "premium" and body["cancel_at_period_end"] is True
+    client = _client(stripe_peer)
+    assert client.v1.subscriptions.retrieve(first["subscription"]).cancel_at_period_end is True
+    assert client.v1.subscriptions.retrieve(second["subscription"]).cancel_at_period_end is False
