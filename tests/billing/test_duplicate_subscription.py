@@ -17,10 +17,12 @@ from meterbill.billing.models import BillingEvent
 from meterbill.billing.service import link_customer
 from meterbill.config import load_catalog
 from meterbill.jobs.handlers import HANDLERS
+from meterbill.jobs.models import Job
 from meterbill.jobs.queue import ClaimedJob
 from meterbill.jobs.worker import JobContext
+from meterbill.notify.webhooks import WEBHOOK_EVENT
 from tests import stripe_events as se
-from tests.billing.helpers import status
+from tests.billing.helpers import status, ts
 from tests.conftest import Service
 from tests.stripe_peer import StripePeer
 
@@ -73,6 +75,20 @@ def _duplicate_records(service: Service) -> list[dict[str, Any]]:
     return [json.loads(row or "{}") for row in rows]
 
 
+def _plan_changes(service: Service, user_id: str = "ivy") -> list[tuple[str, str]]:
+    """The `plan.changed` webhooks enqueued for the SaaS's backend about the user, in order."""
+    with service.db.reading() as session:
+        payloads = session.scalars(
+            select(Job.payload).where(Job.kind == WEBHOOK_EVENT).order_by(Job.id)
+        ).all()
+    events = [json.loads(payload) for payload in payloads]
+    return [
+        (e["data"]["old_plan"], e["data"]["new_plan"])
+        for e in events
+        if e["type"] == "plan.changed" and e["data"]["user_id"] == user_id
+    ]
+
+
 def _customer(service: Service, peer: StripePeer) -> str:
     customer = _client(peer).v1.customers.create({"metadata": {"user_id": "ivy"}}).id
     link_customer(service.db, "ivy", None, customer)
@@ -116,6 +132,40 @@ def test_a_second_subscription_is_canceled_and_refunded_once(
     assert again.status_code == 200
     assert len(_refunds(stripe_peer, str(invoice.payment_intent))) == 1
     assert users_with_duplicates(stripe_service.db) == []
+    # The SaaS's backend heard of one change only: the user never left premium.
+    assert _plan_changes(stripe_service) == [("free", "premium")]
+
+
+def test_a_newer_duplicate_never_changes_the_plan_the_older_one_pays_for(
+    service: Service,
+) -> None:
+    """The plan is decided by the subscription the user keeps (the oldest paying one), not
+    by the newer one about to be canceled: no upgrade, then downgrade, for nothing."""
+    premium = se.subscription(
+        "sub_kept", "cus_ivy", "price_premium_test", user_id="ivy", created=ts(-120)
+    )
+    assert service.post_event(
+        se.event("customer.subscription.created", premium, ts(-120))
+    ).is_success
+    assert status(service, "ivy")["plan"] == "premium"
+
+    pro = se.subscription("sub_dup", "cus_ivy", "price_pro_test", user_id="ivy", created=ts(-60))
+    created = service.post_event(se.event("customer.subscription.created", pro, ts(-60)))
+    assert created.status_code == 200 and created.json()["outcome"] == "applied"
+    body = status(service, "ivy")
+    assert body["plan"] == "premium" and body["stripe_subscription_id"] == "sub_kept"
+    assert users_with_duplicates(service.db) == ["ivy"]  # Stripe not configured: not canceled
+    assert _plan_changes(service) == [("free", "premium")]
+
+    canceled = se.subscription(
+        "sub_dup", "cus_ivy", "price_pro_test", "canceled", user_id="ivy", created=ts(-60)
+    )
+    deleted = service.post_event(se.event("customer.subscription.deleted", canceled, ts()))
+    assert deleted.status_code == 200 and deleted.json()["outcome"] == "applied"
+    body = status(service, "ivy")
+    assert body["plan"] == "premium" and body["stripe_subscription_id"] == "sub_kept"
+    assert users_with_duplicates(service.db) == []
+    assert _plan_changes(service) == [("free", "premium")]
 
 
 def _two_live(service: Service, peer: StripePeer) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -165,3 +215,21 @@ def test_a_duplicate_already_ended_at_stripe_is_recorded_not_refunded(
     invoice = _client(stripe_peer).v1.invoices.retrieve(second["invoice"])
     assert _refunds(stripe_peer, str(invoice.payment_intent)) == []
     assert status(stripe_service, "ivy")["plan"] == "premium"
+
+
+def test_canceling_while_a_duplicate_awaits_cancellation_stops_the_kept_subscription(
+    stripe_service: Service, stripe_peer: StripePeer
+) -> None:
+    """The user cancels before the schedule has canceled the duplicate: the subscription
+    that bills them on (the kept one) stops at the period's end, not the duplicate."""
+    first, second = _two_live(stripe_service, stripe_peer)
+    answer = stripe_service.client.post(
+        "/api/v1/billing/cancel", headers=stripe_service.auth("ivy")
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["stripe_subscription_id"] == first["subscription"]
+    assert body["plan"] == "premium" and body["cancel_at_period_end"] is True
+    client = _client(stripe_peer)
+    assert client.v1.subscriptions.retrieve(first["subscription"]).cancel_at_period_end is True
+    assert client.v1.subscriptions.retrieve(second["subscription"]).cancel_at_period_end is False

@@ -12,8 +12,13 @@ from itertools import product
 
 from sqlalchemy import select, text
 
+from meterbill.billing.duplicates import duplicates_of
 from meterbill.billing.models import Subscription
-from meterbill.billing.subscriptions import current_subscription, effective_plan
+from meterbill.billing.subscriptions import (
+    PAYING_STATUSES,
+    current_subscription,
+    effective_plan,
+)
 from meterbill.db import IDLE_PING_SECONDS
 from meterbill.usage.models import UsageAlert
 from tests.usage.conftest import Metering, event
@@ -31,12 +36,13 @@ STATUSES = (
 
 
 def _subscriptions_of_every_kind(metering: Metering, now: datetime) -> dict[str, str]:
-    """Users with an older and a newer subscription, every pair of statuses and graces;
-    each user's plan in effect as `effective_plan` gives it."""
+    """Users with an older (premium) and a newer (pro) subscription, every pair of statuses
+    and graces, the two started days apart or in the same second (then the row made first
+    is the older); each user's plan in effect as `effective_plan` gives it."""
     graces = (None, now + timedelta(days=1), now - timedelta(days=1))
-    cases = list(product(STATUSES, STATUSES, graces))
+    cases = list(product(STATUSES, STATUSES, graces, (2, 1)))
     with metering.service.db.transaction() as session:
-        for n, (older, newer, grace) in enumerate(cases):
+        for n, (older, newer, grace, older_age) in enumerate(cases):
             user = f"plan-{n}"
             metering_user = {"id": user, "plan": "free", "created_at": now, "updated_at": now}
             session.execute(
@@ -46,17 +52,18 @@ def _subscriptions_of_every_kind(metering: Metering, now: datetime) -> dict[str,
                 ),
                 metering_user,
             )
-            for age, status, plan in ((2, older, "premium"), (1, newer, "pro")):
+            for tag, age, status, plan in ((2, older_age, older, "premium"), (1, 1, newer, "pro")):
                 session.add(
                     Subscription(
                         user_id=user,
                         plan=plan,
                         status=status,
-                        stripe_subscription_id=f"sub_{n}_{age}",
+                        stripe_subscription_id=f"sub_{n}_{tag}",
                         start_date=now - timedelta(days=age),
                         grace_period_end=grace,
                     )
                 )
+                session.flush()  # the older row gets the smaller id
     with metering.service.db.reading() as session:
         return {
             f"plan-{n}": effective_plan(current_subscription(session, f"plan-{n}"), now)
@@ -68,6 +75,31 @@ def test_the_plan_in_effect_is_the_one_effective_plan_gives(metering: Metering) 
     expected = _subscriptions_of_every_kind(metering, datetime.now(UTC))
     answered = {user: metering.check(user).json()["plan"] for user in expected}
     assert answered == expected
+
+
+def test_the_plan_is_that_of_the_subscription_duplicates_keeps(metering: Metering) -> None:
+    """Of two subscriptions Stripe bills, the one billing.duplicates keeps (the oldest
+    paying one) decides the plan, so canceling the other changes nothing: both paying,
+    the older one's premium applies, not the newer one's pro."""
+    expected = _subscriptions_of_every_kind(metering, datetime.now(UTC))
+    with metering.service.db.reading() as session:
+        status = dict(
+            session.execute(select(Subscription.stripe_subscription_id, Subscription.status)).all()
+        )
+        decided = {user: current_subscription(session, user) for user in expected}
+        kept = {user: duplicates_of(session, user)[0] for user in expected}
+    for user, subscription in decided.items():
+        if kept[user] is not None:
+            assert subscription is not None, user
+            assert subscription.stripe_subscription_id == kept[user], user
+    both_paying = [
+        user
+        for user in expected
+        if {status[f"sub_{user.removeprefix('plan-')}_{tag}"] for tag in (1, 2)}
+        <= set(PAYING_STATUSES)
+    ]
+    assert len(both_paying) == 2 * 2 * 3 * 2  # statuses, statuses, graces, start dates
+    assert {expected[user] for user in both_paying} == {"premium"}
 
 
 def test_ingestion_alerts_on_the_limit_of_the_plan_effective_plan_gives(

@@ -4,10 +4,13 @@ is refunded in full.
 Checkout keeps one session open per user (billing.checkout), yet two subscriptions can
 still appear: two sessions paid in the same second, a subscription made from Stripe's
 dashboard. The user keeps the first subscription that pays (`active` or `trialing`,
-oldest first; the oldest live one when none pays) and every other live one is canceled
-now. The canceled one was bought by mistake moments ago: its paid invoice is refunded in
-full to the card, not credited pro rata to a balance the kept subscription would then
-consume. Stripe's cancel defaults (`invoice_now` and `prorate` false) bill nothing more.
+oldest first; the oldest one past due, unpaid or incomplete when none pays) and every
+other such one is canceled now (a `paused` one is left alone: it bills nothing). The one
+kept decides the user's plan from the start (billing.subscriptions.deciding_subscription),
+so neither the second subscription's arrival nor its cancellation changes the plan. The
+canceled one was bought by mistake moments ago: its paid invoice is refunded in full to
+the card, not credited pro rata to a balance the kept subscription would then consume.
+Stripe's cancel defaults (`invoice_now` and `prorate` false) bill nothing more.
 
 Stripe is called with no database transaction open: the webhook that revealed the second
 subscription is applied and committed first, then this runs (billing.webhooks), and the
@@ -28,17 +31,18 @@ from sqlalchemy.orm import Session
 
 from meterbill.billing.gateway import StripeGateway
 from meterbill.billing.models import BillingEvent, Subscription
-from meterbill.billing.plans import BILLED_STATUSES, record_answer
+from meterbill.billing.plans import record_answer
 from meterbill.billing.stripe_objects import invoice_payment_intent
-from meterbill.billing.subscriptions import FINAL_STATUSES
+from meterbill.billing.subscriptions import (
+    BILLABLE_STATUSES,
+    FINAL_STATUSES,
+    deciding_subscription,
+)
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database, insert_for
 
 log = logging.getLogger("meterbill.billing")
 
-# Statuses Stripe bills or may still bill (an `incomplete` one starts once paid).
-LIVE = (*BILLED_STATUSES, "incomplete")
-PAYING = ("active", "trialing")
 DUPLICATE_EVENT = "meterbill.duplicate_subscription_canceled"
 
 
@@ -47,14 +51,13 @@ def duplicates_of(session: Session, user_id: str) -> tuple[str | None, list[str]
     rows = list(
         session.scalars(
             select(Subscription)
-            .where(Subscription.user_id == user_id, Subscription.status.in_(LIVE))
+            .where(Subscription.user_id == user_id, Subscription.status.in_(BILLABLE_STATUSES))
             .order_by(Subscription.start_date, Subscription.id)
         )
     )
-    if len(rows) < 2:
+    kept = deciding_subscription(rows)
+    if kept is None or len(rows) < 2:
         return None, []
-    paying = [row for row in rows if row.status in PAYING]
-    kept = (paying or rows)[0]
     return kept.stripe_subscription_id, [
         row.stripe_subscription_id for row in rows if row is not kept
     ]
@@ -171,7 +174,7 @@ def users_with_duplicates(db: Database) -> list[str]:
         return list(
             session.scalars(
                 select(Subscription.user_id)
-                .where(Subscription.status.in_(LIVE))
+                .where(Subscription.status.in_(BILLABLE_STATUSES))
                 .group_by(Subscription.user_id)
                 .having(func.count(Subscription.id) > 1)
             )

@@ -12,11 +12,14 @@ from sqlalchemy.orm import Session
 
 from meterbill.auth.models import User
 from meterbill.auth.service import lock_user
-from meterbill.billing.duplicates import LIVE
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.billing.stripe_objects import metadata_user_id
 from meterbill.billing.stripe_reads import StripeReads
-from meterbill.billing.subscriptions import refresh_subscription, sync_user_plan
+from meterbill.billing.subscriptions import (
+    BILLABLE_STATUSES,
+    refresh_subscription,
+    sync_user_plan,
+)
 from meterbill.config import Catalog, Settings
 from meterbill.db import insert_for, utcnow
 
@@ -114,8 +117,8 @@ def refresh(ctx: EventContext, user: User, subscription_id: str) -> Outcome:
         ctx.session, subscription_id, user.id, ctx.catalog, ctx.grace, ctx.now, loaded
     )
     sync_user_plan(ctx.session, user, ctx.now, loaded)
-    if sum(row.user_id == user.id and row.status in LIVE for row in loaded) > 1:
-        # Read here, with the user locked: the webhook cancels the newer one once this
+    if sum(row.user_id == user.id and row.status in BILLABLE_STATUSES for row in loaded) > 1:
+        # Read here, with the user locked: the webhook cancels the one not kept once this
         # transaction commits (billing.duplicates), and no event pays a second read.
         ctx.session.info.get(DUPLICATES_FOUND, set()).add(user.id)
     if unknown:

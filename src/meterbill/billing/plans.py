@@ -26,7 +26,12 @@ from meterbill.auth.service import lock_user
 from meterbill.billing.gateway import StripeAnswer, StripeGateway
 from meterbill.billing.models import BillingEvent, Subscription
 from meterbill.billing.stripe_objects import _timestamp
-from meterbill.billing.subscriptions import effective_plan, refresh_subscription, sync_user_plan
+from meterbill.billing.subscriptions import (
+    deciding_subscription,
+    effective_plan,
+    refresh_subscription,
+    sync_user_plan,
+)
 from meterbill.config import Catalog, Settings
 from meterbill.db import Database
 from meterbill.errors import (
@@ -47,20 +52,24 @@ _DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 
 @dataclass(frozen=True)
 class Billed:
-    """The user's newest subscription that Stripe still bills, and how many events meterbill
-    holds about it (a marker of the state a request starts from, for idempotency keys)."""
+    """The user's subscription that Stripe still bills and that decides their plan (the one
+    billing.duplicates keeps, should there be two), and how many events meterbill holds
+    about it (a marker of the state a request starts from, for idempotency keys)."""
 
     row: Subscription
     marker: int
 
 
 def billed_subscription(session: Session, user_id: str) -> Billed | None:
-    row = session.scalars(
-        select(Subscription)
-        .where(Subscription.user_id == user_id, Subscription.status.in_(BILLED_STATUSES))
-        .order_by(Subscription.start_date.desc(), Subscription.id.desc())
-        .limit(1)
-    ).first()
+    # Changed or canceled, it must be the one kept: a change made to a duplicate is refunded
+    # with it, and canceling it would leave the kept one billing.
+    row = deciding_subscription(
+        session.scalars(
+            select(Subscription).where(
+                Subscription.user_id == user_id, Subscription.status.in_(BILLED_STATUSES)
+            )
+        )
+    )
     if row is None:
         return None
     marker = session.scalar(

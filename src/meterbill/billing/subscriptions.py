@@ -25,7 +25,7 @@ by Stripe's answer (see billing.dispatch).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +46,11 @@ from meterbill.notify.service import notify_plan_changed
 
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
 PAYING_STATUSES = ("active", "trialing")
+# Statuses Stripe bills or may still bill (an `incomplete` one starts once paid): a user
+# keeps one such subscription, and billing.duplicates cancels the others. A `paused` one
+# is left alone: Stripe bills nothing until the user resumes it (checkout refuses a new
+# subscription meanwhile).
+BILLABLE_STATUSES = (*PAYING_STATUSES, "past_due", "unpaid", "incomplete")
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -54,17 +59,25 @@ def _quoted(values: tuple[str, ...]) -> str:
 
 def plan_of_user_sql(user: str, now: str) -> str:
     """`effective_plan(current_subscription(...))` as a scalar SQL subquery (PostgreSQL):
-    the newest live subscription of `user` (else the newest ended one); its plan while it
-    is paid for (or past due within its grace period), else free; NULL when the user has no
-    subscription. `user` and `now` are SQL expressions (a column, a placeholder), never
-    values. One index range read, no fold; tests/usage/test_consume_statement.py holds it
-    to the Python rule."""
+    the plan of `user`'s deciding subscription (`deciding_subscription`, its ranks and
+    directions written as the ORDER BY) while it is paid for (or past due within its grace
+    period), else free; NULL when the user has no subscription. `user` and `now` are SQL
+    expressions (a column, a placeholder), never values. One index range read on (user_id,
+    start_date), the user's few rows sorted; tests/usage/test_consume_statement.py holds
+    it to the Python rule."""
+    billable = f"s.status IN ({_quoted(BILLABLE_STATUSES)})"
     return f"""
     SELECT CASE WHEN s.status IN ({_quoted(PAYING_STATUSES)})
                   OR (s.status = 'past_due' AND s.grace_period_end > {now})
            THEN s.plan ELSE 'free' END AS name
     FROM saas_subscriptions s WHERE s.user_id = {user}
-    ORDER BY s.status IN ({_quoted(LIVE_STATUSES)}) DESC, s.start_date DESC, s.id DESC
+    ORDER BY CASE WHEN s.status IN ({_quoted(PAYING_STATUSES)}) THEN 0
+                  WHEN {billable} THEN 1
+                  WHEN s.status IN ({_quoted(LIVE_STATUSES)}) THEN 2
+                  ELSE 3 END,
+             CASE WHEN {billable} THEN s.start_date END,
+             CASE WHEN {billable} THEN s.id END,
+             s.start_date DESC, s.id DESC
     LIMIT 1"""  # noqa: S608
 
 
@@ -107,26 +120,39 @@ def effective_plan(subscription: Subscription | None, now: datetime) -> str:
     return "free"
 
 
+def deciding_subscription(rows: Iterable[Subscription]) -> Subscription | None:
+    """The subscription whose plan is the user's, among `rows` (all of one user's): the one
+    billing.duplicates keeps, i.e. the oldest paying one (by start date, then id), else the
+    oldest billable one; else the newest paused one; else the newest ended one.
+
+    The one kept is the one that decides, so a second subscription never changes the plan
+    on arriving and again on being canceled: the user keeps the plan they pay for and is
+    never served the plan of the one that is canceled and refunded."""
+    rows = list(rows)
+    billable = [row for row in rows if row.status in BILLABLE_STATUSES]
+    if billable:
+        paying = [row for row in billable if row.status in PAYING_STATUSES]
+        return min(paying or billable, key=_started)
+    live = [row for row in rows if row.status in LIVE_STATUSES]  # paused ones, here
+    return max(live or rows, key=_started, default=None)
+
+
+def _started(row: Subscription) -> tuple[datetime, int]:
+    return row.start_date, row.id
+
+
 def current_subscription(
     session: Session, user_id: str, loaded: Sequence[Subscription] | None = None
 ) -> Subscription | None:
-    """The user's newest live subscription, or else their newest ended one (among
-    `loaded` when the caller holds all of the user's rows already)."""
+    """The user's deciding subscription (`deciding_subscription`), read in one query, or
+    found among `loaded` when the caller holds all of the user's rows already."""
     if loaded is None:
-        rows = session.scalars(
-            select(Subscription)
-            .where(Subscription.user_id == user_id)
-            .order_by(Subscription.start_date.desc(), Subscription.id.desc())
+        rows: Sequence[Subscription] = session.scalars(
+            select(Subscription).where(Subscription.user_id == user_id)
         ).all()
     else:
-        rows = sorted(
-            (row for row in loaded if row.user_id == user_id),
-            key=lambda row: (row.start_date, row.id),
-            reverse=True,
-        )
-    live = [row for row in rows if row.status in LIVE_STATUSES]
-    candidates = live or list(rows)
-    return candidates[0] if candidates else None
+        rows = [row for row in loaded if row.user_id == user_id]
+    return deciding_subscription(rows)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from meterbill.auth.models import User
 from meterbill.billing.models import Subscription
 from meterbill.billing.subscriptions import (
-    LIVE_STATUSES,
     current_subscription,
+    deciding_subscription,
     effective_plan,
 )
 from meterbill.config import Catalog, Meter, Plan
@@ -79,19 +79,16 @@ def month_usage(
 def plans_of(
     session: Session, catalog: Catalog, user_ids: Iterable[str], now: datetime
 ) -> dict[str, Plan]:
-    """Each user's effective plan (chosen as `current_subscription` does), in one query."""
+    """Each user's effective plan (of the subscription `current_subscription` gives), in
+    one query."""
     ids = sorted(set(user_ids))
-    rows = session.scalars(
-        select(Subscription)
-        .where(Subscription.user_id.in_(ids))
-        .order_by(Subscription.start_date.desc(), Subscription.id.desc())
-    ).all()
-    chosen: dict[str, Subscription] = {}
-    for row in rows:
-        best = chosen.get(row.user_id)
-        if best is None or (row.status in LIVE_STATUSES and best.status not in LIVE_STATUSES):
-            chosen[row.user_id] = row
-    return {uid: catalog.plan(effective_plan(chosen.get(uid), now)) for uid in ids}
+    rows_of: dict[str, list[Subscription]] = {}
+    for row in session.scalars(select(Subscription).where(Subscription.user_id.in_(ids))):
+        rows_of.setdefault(row.user_id, []).append(row)
+    return {
+        uid: catalog.plan(effective_plan(deciding_subscription(rows_of.get(uid, [])), now))
+        for uid in ids
+    }
 
 
 def aggregate(meter: Meter | None, total: Any, count: Any, peak: Any) -> int:
