@@ -108,8 +108,8 @@ def read(user_id: str) -> dict[str, Any]:
     return {"used": used}
 
 
-@app.post("/webhook")
-async def webhook(request: Request, response: Response) -> dict[str, Any]:
+async def _verified(request: Request) -> str | None:
+    """The body, once its Stripe signature is verified with Stripe's library; else None."""
     payload = (await request.body()).decode()
     try:
         stripe.WebhookSignature.verify_header(
@@ -119,6 +119,14 @@ async def webhook(request: Request, response: Response) -> dict[str, Any]:
             300,
         )
     except stripe.SignatureVerificationError:
+        return None
+    return payload
+
+
+@app.post("/webhook")
+async def webhook(request: Request, response: Response) -> dict[str, Any]:
+    payload = await _verified(request)
+    if payload is None:
         response.status_code = 400
         return {"error": "signature"}
     event = json.loads(payload)
@@ -266,15 +274,8 @@ def _apply(conn: Any, event: dict[str, Any]) -> None:
 
 @app.post("/webhook-apply")
 async def webhook_apply(request: Request, response: Response) -> dict[str, Any]:
-    payload = (await request.body()).decode()
-    try:
-        stripe.WebhookSignature.verify_header(
-            payload,
-            request.headers.get("stripe-signature", ""),
-            os.environ.get("FLOOR_WEBHOOK_SECRET", ""),
-            300,
-        )
-    except stripe.SignatureVerificationError:
+    payload = await _verified(request)
+    if payload is None:
         response.status_code = 400
         return {"error": "signature"}
     return await run_in_threadpool(_record_and_apply, json.loads(payload), payload)
